@@ -1,0 +1,45 @@
+# The two commands a new machine needs: `make run` and `make test`. Everything else follows.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test bench lint check services clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "hookpipe needs Python 3.11 or newer (PYTHON=$(PYTHON))")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+services:
+	@./scripts/ensure-services.sh
+
+var/dev.env:
+	@./scripts/dev-env.sh
+
+## run: the whole pipeline on this machine (ingress on :8080, workers, SQLite ledger in var/)
+run: $(STAMP) services var/dev.env
+	@set -a; . ./var/dev.env; set +a; $(BIN)/hookpipe topology declare && exec $(BIN)/hookpipe run
+
+## test: the test suite, against the local RabbitMQ and PostgreSQL
+test: $(STAMP)
+	@./scripts/ensure-services.sh --postgres
+	$(BIN)/pytest -q
+
+## bench: speed and memory, as ratios to ceilings measured in the same run
+bench: $(STAMP)
+	@./scripts/ensure-services.sh --postgres
+	$(BIN)/python -m bench
+
+## lint: ruff and mypy --strict
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/yamllint -d "{extends: relaxed, rules: {line-length: {max: 120}}}" deploy/
+	$(BIN)/kubernetes-validate --strict deploy/k8s/base.yaml
+
+clean:
+	rm -rf $(VENV) var/ledger.sqlite3* .pytest_cache .mypy_cache .ruff_cache

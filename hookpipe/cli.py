@@ -1,0 +1,64 @@
+"""The `hookpipe` command: one entry point, a module per subcommand.
+
+Each subcommand module exposes `configure(parser)` and `run(args, settings) -> exit code`; only
+the module of the command being run is imported, so `hookpipe payments` does not load the ingress.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from hookpipe.errors import SettingsError
+from hookpipe.logs import configure_logging
+from hookpipe.settings import Settings
+
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "ingress": ("ingress.command", "run the HTTP ingress"),
+    "worker": ("workers.command", "consume handled queues and apply events to the ledger"),
+    "run": ("hookpipe.supervisor", "development all-in-one: topology, ingress and workers"),
+    "topology": ("hookpipe.topology", "declare exchanges and queues"),
+    "simulate": ("ingress.simulate", "sign a provider's example webhook and POST it"),
+    "dlq": ("workers.dlq", "inspect, replay and purge dead letters"),
+    "payments": ("workers.payments_cli", "read the payments ledger"),
+}
+
+
+def _usage() -> str:
+    width = max(map(len, SUBCOMMANDS))
+    lines = [f"  {name:<{width}}  {help_text}" for name, (_, help_text) in SUBCOMMANDS.items()]
+    return "usage: hookpipe COMMAND [ARGS]\n\ncommands:\n" + "\n".join(lines) + (
+        "\n\n'hookpipe COMMAND --help' tells a command's arguments."
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if not args_list or args_list[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if args_list else 2
+    command = args_list[0]
+    if command not in SUBCOMMANDS:
+        print(f"hookpipe: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module_name, help_text = SUBCOMMANDS[command]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"hookpipe {command}", description=help_text)
+    module.configure(parser)
+    args = parser.parse_args(args_list[1:])
+    try:
+        settings = Settings.from_env()
+        configure_logging(settings.log_format, settings.log_level)
+        return int(module.run(args, settings))
+    except SettingsError as exc:
+        print(f"hookpipe: bad setting: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

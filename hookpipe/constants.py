@@ -1,0 +1,51 @@
+"""Names and limits shared by the ingress and the workers, each with the reason for its value."""
+
+from typing import Final
+
+PROVIDERS: Final = ("jodo", "dreamclass", "rapyd", "flexprice")
+
+# The topic exchange every webhook is published to, routed by "{provider}.{event type}".
+EVENTS_EXCHANGE: Final = "hookpipe.events"
+# Alternate exchange of EVENTS_EXCHANGE: what no queue is bound for lands here instead of vanishing.
+UNROUTED_EXCHANGE: Final = "hookpipe.unrouted"
+UNROUTED_QUEUE: Final = "hookpipe.unrouted"
+# Direct exchange for dead letters, routed by "{queue}.dlq".
+DEAD_LETTER_EXCHANGE: Final = "hookpipe.dlx"
+# Direct exchange a delayed retry expires into; each handled queue is bound to it by its own name,
+# so a retried message comes back to its own queue and to no other queue bound to the same key.
+REQUEUE_EXCHANGE: Final = "hookpipe.requeue"
+# Prefix of the delayed-retry queues, one per delay in the retry schedule.
+RETRY_PREFIX: Final = "hookpipe.retry"
+DLQ_SUFFIX: Final = ".dlq"
+
+# Every event type a handler exists for; each is one quorum queue named by its routing key.
+HANDLED_QUEUES: Final = (
+    "jodo.order.payment.debited",
+    "jodo.direct.payment.cancelled",
+    "dreamclass.PAYMENT_CREATED",
+    "dreamclass.PAYMENT_UPDATED",
+    "dreamclass.PAYMENT_DELETED",
+    "rapyd.INVOICE_PAYMENT_CREATED",
+    "flexprice.payment.created",
+    "flexprice.payment.updated",
+    "flexprice.payment.failed",
+    "flexprice.payment.success",
+    "flexprice.payment.pending",
+)
+
+# Message headers set by the ingress and kept through retries and dead-lettering.
+HEADER_RECEIVED_AT: Final = "x-hookpipe-received-at"  # ms since the epoch, when the ingress read it
+HEADER_REQUEST_ID: Final = "x-hookpipe-request-id"
+HEADER_ATTEMPT: Final = "x-hookpipe-attempt"  # deliveries so far to a handler; 0 when new
+HEADER_PROVIDER: Final = "x-hookpipe-provider"
+HEADER_EVENT_ID: Final = "x-hookpipe-event-id"
+# Set by the worker on a dead letter, to say why it died.
+HEADER_QUEUE: Final = "x-hookpipe-queue"
+HEADER_ERROR_TYPE: Final = "x-hookpipe-error-type"
+HEADER_ERROR: Final = "x-hookpipe-error"
+HEADER_FIRST_FAILURE: Final = "x-hookpipe-first-failure"  # ms since the epoch
+HEADER_LAST_FAILURE: Final = "x-hookpipe-last-failure"  # ms since the epoch
+HEADER_WORKER: Final = "x-hookpipe-worker"
+# Set by `hookpipe dlq replay`.
+HEADER_REPLAYED_AT: Final = "x-hookpipe-replayed-at"  # ms since the epoch
+HEADER_REPLAY_COUNT: Final = "x-hookpipe-replay-count"

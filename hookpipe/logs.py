@@ -1,0 +1,81 @@
+"""The one structlog configuration: JSON lines in production, a readable console in development."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import orjson
+import structlog
+
+# Keys whose values must never reach a log line, whatever code binds them.
+_REDACTED_KEYS = frozenset(
+    {
+        "secret", "signature", "password", "authorization", "api_key", "token",
+        "name", "email", "phone", "card", "body", "payload", "headers",
+    }
+)
+
+
+class _Stderr:
+    """sys.stderr looked up at each write, so a replaced stderr (a test's capture, a daemon's
+    redirect) is followed instead of a closed one being kept."""
+
+    def write(self, data: str) -> int:
+        return sys.stderr.write(data)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+class _StderrBytes:
+    def write(self, data: bytes) -> int:
+        return sys.stderr.buffer.write(data)
+
+    def flush(self) -> None:
+        sys.stderr.buffer.flush()
+
+
+def _redact(_: Any, __: str, event_dict: structlog.types.EventDict) -> structlog.types.EventDict:
+    """A last guard: a key that names personal data or a secret is masked, whoever bound it."""
+    for key in event_dict.keys() & _REDACTED_KEYS:
+        event_dict[key] = "[redacted]"
+    return event_dict
+
+
+def configure_logging(log_format: str = "auto", level: str = "info") -> None:
+    """Configure structlog once for the process; `log_format` is auto, json or console."""
+    if log_format == "auto":
+        log_format = "console" if sys.stderr.isatty() else "json"
+    shared: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _redact,
+    ]
+    level_no = logging.getLevelNamesMapping()[level.upper()]
+    if log_format == "json":
+        structlog.configure(
+            processors=[
+                *shared,
+                structlog.processors.format_exc_info,
+                structlog.processors.JSONRenderer(serializer=orjson.dumps),
+            ],
+            wrapper_class=structlog.make_filtering_bound_logger(level_no),
+            logger_factory=structlog.BytesLoggerFactory(_StderrBytes()),  # type: ignore[arg-type]
+            cache_logger_on_first_use=True,
+        )
+    else:
+        structlog.configure(
+            processors=[*shared, structlog.dev.ConsoleRenderer()],
+            wrapper_class=structlog.make_filtering_bound_logger(level_no),
+            logger_factory=structlog.PrintLoggerFactory(_Stderr()),  # type: ignore[arg-type]
+            cache_logger_on_first_use=True,
+        )
+    # aio-pika and aiohttp log through the standard library; keep their warnings, drop the chatter.
+    logging.basicConfig(
+        level=logging.WARNING,
+        stream=_Stderr(),  # type: ignore[arg-type]
+        format="%(levelname)s %(name)s: %(message)s",
+    )

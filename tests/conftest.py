@@ -1,0 +1,197 @@
+"""Shared fixtures: a RabbitMQ vhost and PostgreSQL databases of the test run's own.
+
+The tests never touch the `/` vhost or the `test` database, so they pass beside a running
+`make run`. Each fixture owns its teardown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import aio_pika
+import asyncpg
+import pytest
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+
+from hookpipe import constants as c
+from hookpipe import topology
+from hookpipe.settings import RetryPolicy, Settings
+
+FIXTURES = Path(__file__).parent / "fixtures"
+RUN_ID = uuid.uuid4().hex[:8]
+
+PG_HOST = os.environ.get("HOOKPIPE_TEST_PG_HOST", "127.0.0.1")
+PG_PORT = int(os.environ.get("HOOKPIPE_TEST_PG_PORT", "5432"))
+PG_USER = os.environ.get("HOOKPIPE_TEST_PG_USER", "postgres")
+PG_ADMIN_DB = os.environ.get("HOOKPIPE_TEST_PG_DB", "test")
+
+# Test secrets: known to the tests, never used anywhere else.
+JODO_SECRET = "jodo-test-secret"
+JODO_OLD_SECRET = "jodo-old-secret"
+DREAMCLASS_SECRET = "dreamclass-test-secret"
+RAPYD_ACCESS_KEY = "rak_test_access"
+RAPYD_SECRET_KEY = "rsk_test_secret"
+FLEXPRICE_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def fixture_bytes(name: str) -> bytes:
+    """A fixture file's raw bytes, e.g. fixture_bytes("jodo.order.payment.debited.json")."""
+    return (FIXTURES / name).read_bytes()
+
+
+def rabbitmqctl(*args: str) -> None:
+    """Run a rabbitmqctl command against the local broker; fails the test on an error."""
+    if shutil.which("rabbitmqctl") is None:
+        raise RuntimeError(
+            "rabbitmqctl is not on PATH: the tests make a vhost of their own with it"
+        )
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> Iterator[str]:
+    """The URL of a RabbitMQ vhost that exists for this test run only."""
+    vhost = f"hookpipe-test-{RUN_ID}"
+    rabbitmqctl("add_vhost", vhost)
+    rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    try:
+        yield f"amqp://guest:guest@127.0.0.1:5672/{quote(vhost, safe='')}"
+    finally:
+        rabbitmqctl("delete_vhost", vhost)
+
+
+@pytest.fixture(scope="session")
+def test_settings(amqp_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Settings every provider is configured in, with a short retry schedule for fast tests."""
+    ledger = tmp_path_factory.mktemp("ledger") / "ledger.sqlite3"
+    return Settings(
+        amqp_url=amqp_url,
+        ledger_url=f"sqlite:///{ledger}",
+        log_format="json",
+        jodo_secrets=(JODO_SECRET, JODO_OLD_SECRET),
+        dreamclass_secrets=(DREAMCLASS_SECRET,),
+        rapyd_access_key=RAPYD_ACCESS_KEY,
+        rapyd_secret_key=RAPYD_SECRET_KEY,
+        rapyd_webhook_url="https://hooks.example.test/webhooks/rapyd",
+        flexprice_secrets=(Settings.from_env({"HOOKPIPE_FLEXPRICE_SECRET": FLEXPRICE_SECRET})
+                           .flexprice_secrets),
+        publish_timeout=2.0,
+        delivery_limit=5,
+        retry=RetryPolicy(delays=(0.2, 0.4), max_attempts=3, jitter=0.1),
+        worker_concurrency=8,
+        worker_metrics_port=0,
+        shutdown_grace=5.0,
+    )
+
+
+@pytest.fixture
+def make_settings(test_settings: Settings) -> Callable[..., Settings]:
+    """Test settings with some fields changed: make_settings(ledger_url=..., jodo_secrets=())."""
+
+    def make(**changes: Any) -> Settings:
+        return dataclasses.replace(test_settings, **changes)
+
+    return make
+
+
+@pytest.fixture
+async def amqp(amqp_url: str) -> AsyncIterator[AbstractRobustConnection]:
+    """A connection to the test vhost, closed after the test."""
+    connection = await aio_pika.connect_robust(
+        amqp_url, client_properties={"connection_name": "tests@hookpipe"}
+    )
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+ALL_QUEUES = (
+    c.UNROUTED_QUEUE,
+    *c.HANDLED_QUEUES,
+    *(topology.dlq_name(q) for q in c.HANDLED_QUEUES),
+)
+
+
+@pytest.fixture
+async def broker(
+    amqp: AbstractRobustConnection, test_settings: Settings
+) -> AsyncIterator[aio_pika.abc.AbstractChannel]:
+    """The topology declared in the test vhost, every queue empty; yields a channel."""
+    channel = await amqp.channel()
+    await topology.declare(channel, test_settings)
+    retry_queues = [topology.retry_queue_name(d) for d in topology.retry_delays_ms(test_settings.retry)]
+    for name in (*ALL_QUEUES, *retry_queues):
+        queue = await channel.get_queue(name, ensure=False)
+        await queue.purge()
+    try:
+        yield channel
+    finally:
+        await channel.close()
+
+
+async def get_message(
+    channel: aio_pika.abc.AbstractChannel, queue_name: str, timeout: float = 5.0
+) -> AbstractIncomingMessage:
+    """The next message of a queue, acknowledged; fails the test if none arrives in time."""
+    queue = await channel.get_queue(queue_name, ensure=False)
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        message = await queue.get(fail=False, no_ack=True)
+        if message is not None:
+            return message
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"no message in {queue_name} within {timeout} s")
+        await asyncio.sleep(0.05)
+
+
+async def queue_depth(channel: aio_pika.abc.AbstractChannel, queue_name: str) -> int:
+    """How many ready messages a queue holds now, from a passive queue.declare.
+
+    Asked on the underlying aiormq channel: aio-pika's robust `declare_queue(passive=True)`
+    answers for a quorum queue with a count that does not follow the queue.
+    """
+    underlay = await channel.get_underlay_channel()
+    declared = await underlay.queue_declare(queue_name, passive=True)
+    return int(declared.message_count or 0)
+
+
+def _pg_admin_dsn() -> str:
+    return f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{PG_ADMIN_DB}"
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """The URL of a PostgreSQL database made for this one test and dropped after it."""
+    name = f"hookpipe_test_{RUN_ID}_{uuid.uuid4().hex[:8]}"
+
+    async def admin(sql: str) -> None:
+        connection = await asyncpg.connect(_pg_admin_dsn())
+        try:
+            await connection.execute(sql)
+        finally:
+            await connection.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty ledger: once on SQLite, once on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+    url: str = request.getfixturevalue("pg_url")
+    return url
