@@ -1,0 +1,197 @@
+"""The aiohttp application: POST /webhooks/{provider}, /healthz, /readyz, /metrics.
+
+A webhook goes through, in order: provider known and configured (404), body size (413),
+authentication on the raw bytes (401), event id and type (400), confirmed publish (503 when the
+broker is away or slow), and only then 200.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Final
+
+import orjson
+import structlog
+from aiohttp import web
+
+from hookpipe.constants import PROVIDERS
+from hookpipe.errors import BrokerUnavailable
+from hookpipe.settings import Settings
+from ingress.errors import AuthenticationFailed, PayloadTooLarge, Refused, UnknownProvider
+from ingress.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from ingress.metrics import IngressMetrics
+from ingress.providers import MISSING_SETTING, Provider, configured
+from ingress.publisher import Publisher
+
+log = structlog.get_logger()
+
+SETTINGS: Final = web.AppKey("settings", Settings)
+PUBLISHER: Final = web.AppKey("publisher", Publisher)
+METRICS: Final = web.AppKey("metrics", IngressMetrics)
+
+REQUEST_ID_HEADER: Final = "X-Request-ID"
+# Seconds a provider is asked to wait after a 503: about how long a broker restart or failover
+# takes to be noticed and reconnected.
+RETRY_AFTER: Final = "5"
+# A caller's request id is kept only if it is this tame; anything else is replaced.
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+_JSON: Final = "application/json"
+
+Clock = Callable[[], float]
+
+
+def create_app(settings: Settings, *, clock: Clock = time.time) -> web.Application:
+    """The ingress application; `clock` (Unix seconds) is the "now" timestamps are held to."""
+    app = web.Application(client_max_size=settings.max_body_bytes)
+    publisher = Publisher(settings)
+    metrics = IngressMetrics()
+    app[SETTINGS] = settings
+    app[PUBLISHER] = publisher
+    app[METRICS] = metrics
+    webhooks = _Webhooks(settings, configured(settings), publisher, metrics, clock)
+    app.router.add_post("/webhooks/{provider}", webhooks.handle)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/metrics", _metrics)
+    app.cleanup_ctx.append(_broker)
+    return app
+
+
+async def _broker(app: web.Application) -> AsyncIterator[None]:
+    """The broker connection lives as long as the app; it is made in the background."""
+    publisher = app[PUBLISHER]
+    publisher.start()
+    yield
+    await publisher.close()
+
+
+class _Webhooks:
+    """The POST handler, with what it needs looked up once rather than per request."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        providers: dict[str, Provider],
+        publisher: Publisher,
+        metrics: IngressMetrics,
+        clock: Clock,
+    ) -> None:
+        self._providers = providers
+        self._publisher = publisher
+        self._metrics = metrics
+        self._clock = clock
+        self._max_body = settings.max_body_bytes
+
+    async def handle(self, request: web.Request) -> web.Response:
+        name = request.match_info["provider"]
+        # A metric label and a log field: an unknown name must not mint new ones.
+        label = name if name in PROVIDERS else "unknown"
+        request_id = _request_id(request.headers.get(REQUEST_ID_HEADER))
+        # aiohttp serves a keep-alive connection's requests in one task: start each one clean.
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id, provider=label)
+        try:
+            provider = self._provider(name, label)
+            body = await self._read(request)
+            received_at_ms = time.time_ns() // 1_000_000
+            envelope = provider.authenticate(body, request.headers, request.remote, self._clock())
+            structlog.contextvars.bind_contextvars(
+                event_id=envelope.event_id, event_type=envelope.event_type
+            )
+            started = time.perf_counter()
+            await self._publisher.publish(body, name, envelope, request_id, received_at_ms)
+            self._metrics.publish_seconds.observe(time.perf_counter() - started)
+        except AuthenticationFailed as exc:
+            self._metrics.auth_failure(label, exc.reason)
+            return self._refuse(label, exc.status, exc.reason, request_id)
+        except Refused as exc:
+            return self._refuse(label, exc.status, exc.reason, request_id)
+        except BrokerUnavailable as exc:
+            return self._refuse(
+                label,
+                503,
+                "broker unavailable",
+                request_id,
+                detail=str(exc),
+                headers={"Retry-After": RETRY_AFTER},
+            )
+        self._metrics.request(label, 200)
+        log.info("webhook accepted", status=200)
+        return web.Response(
+            body=orjson.dumps({"status": "accepted", "id": envelope.event_id}),
+            content_type=_JSON,
+            headers={REQUEST_ID_HEADER: request_id},
+        )
+
+    def _provider(self, name: str, label: str) -> Provider:
+        provider = self._providers.get(name)
+        if provider is not None:
+            return provider
+        if label == "unknown":
+            raise UnknownProvider(f"unknown provider; expected one of {', '.join(PROVIDERS)}")
+        raise UnknownProvider(
+            f"provider {name} is not configured on this ingress ({MISSING_SETTING[name]})"
+        )
+
+    async def _read(self, request: web.Request) -> bytes:
+        length = request.content_length
+        if length is not None and length > self._max_body:
+            raise PayloadTooLarge(f"body over {self._max_body} bytes")
+        try:
+            # client_max_size caps the read too, for a body sent without a Content-Length.
+            return await request.read()
+        except web.HTTPRequestEntityTooLarge as exc:
+            raise PayloadTooLarge(f"body over {self._max_body} bytes") from exc
+
+    def _refuse(
+        self,
+        label: str,
+        status: int,
+        reason: str,
+        request_id: str,
+        *,
+        detail: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> web.Response:
+        self._metrics.request(label, status)
+        log.warning("webhook refused", status=status, reason=reason, detail=detail)
+        return web.Response(
+            status=status,
+            body=orjson.dumps({"error": reason}),
+            content_type=_JSON,
+            headers={REQUEST_ID_HEADER: request_id, **(headers or {})},
+        )
+
+
+def _request_id(given: str | None) -> str:
+    """The caller's X-Request-ID if it is a sane one, else a new one."""
+    if given is not None and _SANE_REQUEST_ID.fullmatch(given) is not None:
+        return given
+    return uuid.uuid4().hex
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    """Liveness: the process answers."""
+    return web.Response(body=b'{"status":"ok"}', content_type=_JSON)
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    """Readiness: 200 only while the broker connection and the publishing channel are open."""
+    if request.app[PUBLISHER].ready:
+        return web.Response(body=b'{"status":"ready"}', content_type=_JSON)
+    return web.Response(
+        status=503,
+        body=b'{"status":"broker unavailable"}',
+        content_type=_JSON,
+        headers={"Retry-After": RETRY_AFTER},
+    )
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    """Prometheus text exposition."""
+    return web.Response(
+        body=request.app[METRICS].render(), headers={"Content-Type": METRICS_CONTENT_TYPE}
+    )

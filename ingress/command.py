@@ -1,0 +1,72 @@
+"""`hookpipe ingress [--host H] [--port P]`: serve the HTTP ingress until SIGTERM or Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable
+
+from hookpipe.constants import PROVIDERS
+from hookpipe.settings import Settings
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    parser.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(serve(settings, args.host, args.port))
+    return 0
+
+
+async def serve(settings: Settings, host: str, port: int) -> None:
+    """Serve until SIGTERM or SIGINT, then stop taking requests and let in-flight ones finish."""
+    import structlog
+    from aiohttp import web
+
+    from ingress.app import create_app
+
+    log = structlog.get_logger()
+    # Build the app first: a bad setting it finds (e.g. a DreamClass key that is not base64)
+    # stops the start before anything listens.
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_grace)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        configured = [p for p in PROVIDERS if settings.provider_configured(p)]
+        log.info(
+            "ingress listening",
+            address=", ".join(_address(a) for a in runner.addresses),
+            providers=configured,
+            not_configured=[p for p in PROVIDERS if p not in configured],
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+        log.info("ingress stopping")
+    finally:
+        await runner.cleanup()
+
+
+def _address(address: object) -> str:
+    if isinstance(address, tuple):
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(address)
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop where it is installed: a faster HTTP and AMQP path."""
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        return uvloop.new_event_loop
+    return None

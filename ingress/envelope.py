@@ -1,0 +1,52 @@
+"""The little the ingress reads from a body: the event id and type, with minimal msgspec structs.
+
+Only these fields are decoded (msgspec skips the rest without building it), so a large payload
+costs a scan, not an object tree.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, NamedTuple, TypeVar
+
+import msgspec
+
+from ingress.errors import InvalidEnvelope
+
+# Ids and types end up in AMQP short strings (message_id, routing key: at most 255 bytes) and in
+# log lines: printable ASCII without spaces, short enough for "{provider}.{type}" to fit.
+_TOKEN_PATTERN = "^[!-~]{1,128}$"
+_TOKEN = re.compile(_TOKEN_PATTERN)
+
+Token = Annotated[str, msgspec.Meta(pattern=_TOKEN_PATTERN)]
+
+T = TypeVar("T")
+
+
+class Envelope(NamedTuple):
+    """What routing and deduplication need from an authenticated webhook."""
+
+    event_id: str
+    event_type: str
+
+
+def decode(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
+    """Decode a body with a minimal struct; InvalidEnvelope (400) says what is wrong with it."""
+    if not body.strip():
+        raise InvalidEnvelope("empty body")
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        # msgspec names the field: "Object missing required field `event_id`".
+        raise InvalidEnvelope(f"invalid envelope: {exc}") from exc
+    except msgspec.DecodeError as exc:
+        raise InvalidEnvelope("body is not JSON") from exc
+
+
+def check_token(value: str | None, what: str) -> str:
+    """An id or type read from elsewhere than the body (e.g. a header), held to the same rule."""
+    if value is None or value == "":
+        raise InvalidEnvelope(f"missing {what}")
+    if _TOKEN.match(value) is None:
+        raise InvalidEnvelope(f"invalid {what}: expected 1 to 128 printable ASCII characters")
+    return value

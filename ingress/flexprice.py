@@ -1,0 +1,110 @@
+"""Flexprice signs with Standard Webhooks (Svix): `{id}.{timestamp}.{raw body}`.
+
+Headers `svix-id`, `svix-timestamp`, `svix-signature`, or their `webhook-*` equivalents. The
+signature header holds space-separated `v1,<base64 HMAC-SHA256>` entries; any one may match any
+configured key (rotation), entries of other versions are ignored.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from typing import Final
+
+import msgspec
+
+from hookpipe.settings import Settings
+from ingress.auth import (
+    ascii_bytes,
+    b64decode,
+    check_timestamp,
+    hmac_sha256,
+    matches_any,
+    required,
+)
+from ingress.envelope import Envelope, Token, check_token, decode
+from ingress.errors import AuthenticationFailed, InvalidEnvelope
+
+NAME: Final = "flexprice"
+_VERSION = "v1"
+
+
+class _Envelope(msgspec.Struct, frozen=True):
+    event_type: Token
+
+
+_decoder = msgspec.json.Decoder(_Envelope)
+
+
+class Flexprice:
+    """Verifies Standard Webhooks signatures against every configured key."""
+
+    name: Final = NAME
+
+    def __init__(self, settings: Settings) -> None:
+        self._keys = settings.flexprice_secrets  # already the decoded key bytes
+        self._tolerance = settings.flexprice_tolerance
+
+    def authenticate(
+        self, body: bytes, headers: Mapping[str, str], peer: str | None, now: float
+    ) -> Envelope:
+        """Check the timestamp and the signatures on the raw bytes; the id is the header's."""
+        msg_id = verify(body, headers, self._keys, now=now, tolerance=self._tolerance)
+        envelope = decode(_decoder, body)
+        return Envelope(msg_id, envelope.event_type)
+
+
+def verify(
+    body: bytes,
+    headers: Mapping[str, str],
+    keys: tuple[bytes, ...],
+    *,
+    now: float,
+    tolerance: float = 300.0,
+) -> str:
+    """Standard Webhooks verification; returns the message id, or AuthenticationFailed says
+    which check failed."""
+    prefix = "svix" if "svix-id" in headers else "webhook"
+    msg_id = required(headers.get(f"{prefix}-id"), "id header")
+    timestamp = required(headers.get(f"{prefix}-timestamp"), "timestamp")
+    header = required(headers.get(f"{prefix}-signature"), "signature")
+    try:
+        check_token(msg_id, "id header")
+    except InvalidEnvelope as exc:
+        raise AuthenticationFailed("malformed id header") from exc
+    check_timestamp(timestamp, now, tolerance)
+    signed = b"".join((ascii_bytes(msg_id, "id header"), b".", timestamp.encode(), b".", body))
+    expected = tuple(hmac_sha256(key, signed) for key in keys)
+    malformed = False
+    found = False
+    for entry in header.split():
+        version, comma, encoded = entry.partition(",")
+        if not comma:
+            malformed = True
+            continue
+        if version != _VERSION:
+            continue
+        found = True
+        try:
+            provided = b64decode(encoded, "signature")
+        except AuthenticationFailed:
+            malformed = True
+            continue
+        if matches_any(provided, expected):
+            return msg_id
+    if malformed:
+        raise AuthenticationFailed("malformed signature")
+    if not found:
+        raise AuthenticationFailed("no v1 signature")
+    raise AuthenticationFailed("signature mismatch")
+
+
+def sign(body: bytes, *, key: bytes, msg_id: str, timestamp: int) -> dict[str, str]:
+    """The headers Flexprice would send with `body`, for the decoded key `key`."""
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    digest = base64.b64encode(hmac_sha256(key, signed)).decode("ascii")
+    return {
+        "svix-id": msg_id,
+        "svix-timestamp": str(timestamp),
+        "svix-signature": f"{_VERSION},{digest}",
+    }

@@ -1,0 +1,78 @@
+"""Jodo: `X-Jodo-Signature` is the lowercase hex HMAC-SHA256 of the raw body, keyed by the secret.
+
+No timestamp is signed, so a replayed webhook passes; the workers deduplicate on `event_id`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from typing import Final
+
+import msgspec
+
+from hookpipe.settings import IPNetwork, Settings
+from ingress.auth import hmac_sha256_hex, matches_any, required
+from ingress.envelope import Envelope, Token, decode
+from ingress.errors import AuthenticationFailed
+
+NAME: Final = "jodo"
+SIGNATURE_HEADER: Final = "X-Jodo-Signature"
+
+_HEX_DIGEST = re.compile("[0-9a-fA-F]{64}")
+
+
+class _Envelope(msgspec.Struct, frozen=True):
+    event_id: Token
+    event: Token
+
+
+_decoder = msgspec.json.Decoder(_Envelope)
+
+
+class Jodo:
+    """Verifies Jodo webhooks against every configured secret (rotation) and the IP allow-list."""
+
+    name: Final = NAME
+
+    def __init__(self, settings: Settings) -> None:
+        self._keys = tuple(secret.encode() for secret in settings.jodo_secrets)
+        self._allowed = settings.jodo_allowed_ips
+
+    def authenticate(
+        self, body: bytes, headers: Mapping[str, str], peer: str | None, now: float
+    ) -> Envelope:
+        """Check the peer and the signature on the raw bytes, then read event_id and event.
+
+        The peer is the TCP peer (`request.remote`): behind a proxy or load balancer that is the
+        proxy, so the allow-list must then hold the proxy's addresses, or be left empty.
+        """
+        if self._allowed and not peer_allowed(peer, self._allowed):
+            raise AuthenticationFailed("ip not allowed")
+        provided = required(headers.get(SIGNATURE_HEADER), "signature")
+        if _HEX_DIGEST.fullmatch(provided) is None:
+            raise AuthenticationFailed("malformed signature")
+        candidate = provided.lower().encode("ascii")
+        if not matches_any(candidate, (hmac_sha256_hex(key, body) for key in self._keys)):
+            raise AuthenticationFailed("signature mismatch")
+        envelope = decode(_decoder, body)
+        return Envelope(envelope.event_id, envelope.event)
+
+
+def peer_allowed(peer: str | None, networks: tuple[IPNetwork, ...]) -> bool:
+    """Whether the peer address is in one of the networks (an IPv4-mapped IPv6 counts as IPv4)."""
+    if peer is None:
+        return False
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in networks)
+
+
+def sign(body: bytes, secret: str) -> dict[str, str]:
+    """The headers Jodo would send with `body`."""
+    return {SIGNATURE_HEADER: hmac_sha256_hex(secret.encode(), body).decode("ascii")}

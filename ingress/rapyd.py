@@ -1,0 +1,80 @@
+"""Rapyd: headers `salt`, `timestamp`, `signature`.
+
+signature = base64(lowercase hex HMAC-SHA256(secret key, url + salt + timestamp + access key +
+secret key + raw body)), where url is the exact webhook URL configured at Rapyd.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from typing import Final
+
+import msgspec
+
+from hookpipe.settings import Settings
+from ingress.auth import (
+    ascii_bytes,
+    b64decode,
+    check_timestamp,
+    hmac_sha256_hex,
+    matches_any,
+    required,
+)
+from ingress.envelope import Envelope, Token, decode
+from ingress.errors import AuthenticationFailed
+
+NAME: Final = "rapyd"
+
+
+class _Envelope(msgspec.Struct, frozen=True):
+    id: Token
+    type: Token
+
+
+_decoder = msgspec.json.Decoder(_Envelope)
+
+
+class Rapyd:
+    """Verifies Rapyd webhooks: the timestamp within the tolerance, then the signature."""
+
+    name: Final = NAME
+
+    def __init__(self, settings: Settings) -> None:
+        assert settings.rapyd_webhook_url and settings.rapyd_access_key
+        assert settings.rapyd_secret_key
+        self._key = settings.rapyd_secret_key.encode()
+        self._url = settings.rapyd_webhook_url.encode()
+        self._keys = (settings.rapyd_access_key + settings.rapyd_secret_key).encode()
+        self._tolerance = settings.rapyd_tolerance
+
+    def authenticate(
+        self, body: bytes, headers: Mapping[str, str], peer: str | None, now: float
+    ) -> Envelope:
+        """Check the timestamp and the signature on the raw bytes, then read id and type."""
+        salt = required(headers.get("salt"), "salt")
+        timestamp = required(headers.get("timestamp"), "timestamp")
+        provided = required(headers.get("signature"), "signature")
+        check_timestamp(timestamp, now, self._tolerance)
+        signed_hex = b64decode(provided, "signature")
+        expected = hmac_sha256_hex(
+            self._key,
+            b"".join((self._url, ascii_bytes(salt, "salt"), timestamp.encode(), self._keys, body)),
+        )
+        if not matches_any(signed_hex, (expected,)):
+            raise AuthenticationFailed("signature mismatch")
+        envelope = decode(_decoder, body)
+        return Envelope(envelope.id, envelope.type)
+
+
+def sign(
+    body: bytes, *, url: str, access_key: str, secret_key: str, salt: str, timestamp: int
+) -> dict[str, str]:
+    """The headers Rapyd would send with `body`."""
+    message = (url + salt + str(timestamp) + access_key + secret_key).encode() + body
+    hex_digest = hmac_sha256_hex(secret_key.encode(), message)
+    return {
+        "salt": salt,
+        "timestamp": str(timestamp),
+        "signature": base64.b64encode(hex_digest).decode("ascii"),
+    }
