@@ -1,0 +1,1 @@
+"""msgspec structs for each provider's webhooks: one module per provider."""

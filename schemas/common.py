@@ -1,0 +1,25 @@
+"""msgspec types every provider's schemas share: exact money, aware datetimes, Unix times."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated
+
+import msgspec
+
+# A moment with its zone: an RFC 3339 string without an offset is a ValidationError, not a
+# guess about which zone was meant.
+AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
+
+# Money, exact: msgspec decodes a JSON number (10000.0) or a decimal string ("3000.00") straight
+# from its text into a Decimal, keeping the scale that was sent and never passing through float.
+Money = Decimal
+
+# Whole seconds since the epoch, as Jodo's `timestamp` and Rapyd's `created_at` are.
+UnixSeconds = Annotated[int, msgspec.Meta(ge=0)]
+
+
+def from_unix_seconds(seconds: int) -> datetime:
+    """A Unix time in seconds as a timezone-aware (UTC) datetime."""
+    return datetime.fromtimestamp(seconds, UTC)
