@@ -1,0 +1,148 @@
+"""`hookpipe worker`: consume handled queues until SIGTERM or SIGINT, then drain and exit 0."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Coroutine, Sequence
+from typing import Any
+
+import structlog
+
+from hookpipe import constants as c
+from hookpipe.settings import Settings
+
+log = structlog.get_logger()
+
+# Exit codes: 2 for a usage error (argparse's own), 1 when the worker cannot start.
+EXIT_USAGE = 2
+EXIT_FAILED = 1
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--queue",
+        action="append",
+        default=[],
+        metavar="Q",
+        help="a handled queue to consume (repeatable); default: every handled queue",
+    )
+    parser.add_argument(
+        "--provider",
+        action="append",
+        default=[],
+        choices=c.PROVIDERS,
+        metavar="P",
+        help=f"consume every queue of this provider (repeatable; one of {', '.join(c.PROVIDERS)})",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="handlers running at once (default: HOOKPIPE_WORKER_CONCURRENCY)",
+    )
+
+
+def select_queues(
+    queues: Sequence[str], providers: Sequence[str], handled: Sequence[str] = c.HANDLED_QUEUES
+) -> tuple[str, ...]:
+    """The queues named plus every queue of the providers named; all handled queues if neither.
+
+    Raises ValueError naming any queue that is not handled.
+    """
+    unknown = [q for q in queues if q not in handled]
+    if unknown:
+        raise ValueError(
+            f"not a handled queue: {', '.join(unknown)}; handled queues: {', '.join(handled)}"
+        )
+    if not queues and not providers:
+        return tuple(handled)
+    chosen = {*queues, *(q for q in handled if q.partition(".")[0] in providers)}
+    return tuple(q for q in handled if q in chosen)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        queues = select_queues(args.queue, args.provider)
+    except ValueError as exc:
+        print(f"hookpipe worker: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return _run_loop(serve(settings, queues, args.concurrency or settings.worker_concurrency))
+
+
+def _run_loop(main: Coroutine[Any, Any, int]) -> int:
+    try:
+        import uvloop
+    except ImportError:  # optional: a faster event loop where it is installed
+        return asyncio.run(main)
+    result: int = uvloop.run(main)
+    return result
+
+
+async def serve(settings: Settings, queues: Sequence[str], concurrency: int) -> int:
+    """Run a worker on `queues` until SIGTERM or SIGINT; the exit code."""
+    from workers.handlers import open_handlers
+    from workers.metrics import WorkerMetrics, bound_port, start_metrics_server
+    from workers.runtime import Worker
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    metrics = WorkerMetrics()
+    # Unwound in reverse: drain the worker, then stop serving metrics, then close the ledger.
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            handlers = await stack.enter_async_context(open_handlers(settings))
+        except Exception as exc:
+            return _failed("cannot open the ledger or the handlers' resources", exc)
+        missing = [q for q in queues if q not in handlers]
+        if missing:
+            log.error("no handler for these queues", queues=missing)
+            return EXIT_FAILED
+        metrics_port = None
+        if settings.worker_metrics_port:
+            try:
+                runner = await start_metrics_server(metrics, settings.worker_metrics_port)
+            except OSError as exc:
+                return _failed("cannot serve metrics on HOOKPIPE_WORKER_METRICS_PORT", exc)
+            stack.push_async_callback(runner.cleanup)
+            metrics_port = bound_port(runner)
+        worker = Worker(
+            settings, {q: handlers[q] for q in queues}, concurrency=concurrency, metrics=metrics
+        )
+        try:
+            await worker.start()
+        except Exception as exc:
+            return _failed("cannot consume: is RabbitMQ reachable at HOOKPIPE_AMQP_URL?", exc)
+        stack.push_async_callback(worker.stop)
+        log.info(
+            "worker started",
+            worker=worker.name,
+            queues=list(queues),
+            concurrency=concurrency,
+            metrics_port=metrics_port,
+        )
+        await stop.wait()
+        log.info("stopping: no new messages, draining those in flight", in_flight=worker.in_flight)
+    log.info("worker stopped")
+    return 0
+
+
+def _failed(what: str, exc: BaseException) -> int:
+    from workers.outcome import error_text
+
+    # error_text: the same masking as dead letters get, for errors that may quote a URL or a value.
+    log.error(what, error_type=type(exc).__name__, error=error_text(exc))
+    return EXIT_FAILED
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number <= 0:
+        raise argparse.ArgumentTypeError("expected a whole number above 0")
+    return number

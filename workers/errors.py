@@ -1,0 +1,21 @@
+"""The workers' errors; the class of an error decides what happens to its message."""
+
+from hookpipe.errors import HookpipeError
+
+
+class WorkerError(HookpipeError):
+    """Root of the workers' errors. The message must hold no personal data or secret."""
+
+
+class TransientError(WorkerError):
+    """Passing trouble (a database, broker or remote API hiccup): retry later, with backoff."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        # A delay the remote side asked for (e.g. HTTP Retry-After), in seconds, if any.
+        self.retry_after = retry_after
+
+
+class PermanentError(WorkerError):
+    """Retrying cannot help (a broken body, a validation error, a 4xx, a missing setting):
+    dead-letter at once."""

@@ -1,0 +1,671 @@
+"""The payments ledger: payments keyed by (provider, payment id), every applied event recorded.
+
+One code path for SQLite (the zero set-up default) and PostgreSQL (production): the same SQL and
+the same logic, with a thin driver for what differs (placeholders, column types, locking, how
+many round trips a write takes). `Ledger.apply` is the only writer; it makes an event's effect and
+its "event processed" row one atomic write, so an event applied twice changes nothing the second
+time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import functools
+import re
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Final, Protocol
+from urllib.parse import urlsplit
+
+import aiosqlite
+import asyncpg
+import msgspec
+
+from workers.errors import PermanentError, TransientError
+
+STATUSES: Final = ("paid", "pending", "failed", "refunded", "reversed", "deleted", "invalid")
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentState:
+    """What a handler decides a payment now is."""
+
+    status: str  # one of STATUSES
+    amount: Decimal | None
+    currency: str | None
+    # JSON-able and provider-specific; never personal data. Decimals come back as strings.
+    details: Mapping[str, Any]
+    # The provider's time of this state (ms since the epoch), so that an older update can be
+    # refused when it arrives after a newer one.
+    version: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Payment(PaymentState):
+    """A row of the ledger."""
+
+    provider: str
+    payment_id: str
+    events: tuple[str, ...]  # ids of the events applied to it, oldest first
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEvent:
+    """The event being applied."""
+
+    provider: str
+    event_id: str
+    event_type: str
+    payment_id: str
+    received_at_ms: int | None
+
+
+Decide = Callable[[Payment | None], PaymentState | None]
+
+# Schema changes, in order; each runs once, in the transaction that records its number in
+# schema_version. Never edit a released step: append a new one. {amount}, {json} and {time} are
+# the driver's column types.
+MIGRATIONS: Final[tuple[str, ...]] = (
+    """
+    CREATE TABLE payments (
+        provider TEXT NOT NULL,
+        payment_id TEXT NOT NULL,
+        -- NULL while the row only lists events that came before the payment itself.
+        status TEXT,
+        amount {amount},
+        currency TEXT,
+        details {json} NOT NULL,
+        version BIGINT,
+        events {json} NOT NULL,
+        created_at {time} NOT NULL,
+        updated_at {time} NOT NULL,
+        -- Bumped by every write: a write checks it to know the row is still as it was read.
+        revision BIGINT NOT NULL,
+        PRIMARY KEY (provider, payment_id)
+    );
+    CREATE TABLE processed_events (
+        provider TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        payment_id TEXT NOT NULL,
+        event_type TEXT NOT NULL,
+        status TEXT,  -- the payment's status once the event was applied
+        received_at_ms BIGINT,
+        applied_at {time} NOT NULL,
+        PRIMARY KEY (provider, event_id)
+    );
+    """,
+)
+
+_COLUMNS: Final = (
+    "status, amount, currency, details, version, events, created_at, updated_at, revision"
+)
+_READ_PAYMENT: Final = f"SELECT {_COLUMNS} FROM payments WHERE provider = $1 AND payment_id = $2"
+_GET_PAYMENT: Final = _READ_PAYMENT + " AND status IS NOT NULL"
+_PROCESSED: Final = "SELECT 1 FROM processed_events WHERE provider = $1 AND event_id = $2"
+_SCHEMA_VERSION: Final = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
+
+# The write of apply(). Its parameters, shared by every statement below:
+# $1 provider, $2 payment_id, $3 event_id, $4 event_type, $5 status, $6 received_at_ms,
+# $7 applied_at, $8 amount, $9 currency, $10 details, $11 version, $12 events, $13 created_at,
+# $14 updated_at, $15 the revision that was read (an update only).
+# It records the event and writes the payment, or does neither: the event was processed already
+# (under this payment id or another), or the payment changed since it was read.
+_RECORD_EVENT: Final = """
+    INSERT INTO processed_events
+        (provider, event_id, payment_id, event_type, status, received_at_ms, applied_at)
+    VALUES ($1, $3, $2, $4, $5, $6, $7)
+    ON CONFLICT (provider, event_id) DO NOTHING
+    RETURNING 1
+"""
+_INSERT_PAYMENT: Final = f"""
+    INSERT INTO payments (provider, payment_id, {_COLUMNS})
+    VALUES ($1, $2, $5, $8, $9, $10, $11, $12, $13, $14, 1)
+"""
+_CHECK_REVISION: Final = (
+    "SELECT 1 FROM payments WHERE provider = $1 AND payment_id = $2 AND revision = $15"
+)
+_UPDATE_PAYMENT: Final = """
+    UPDATE payments
+    SET status = $5, amount = $8, currency = $9, details = $10, version = $11, events = $12,
+        created_at = $13, updated_at = $14, revision = revision + 1
+    WHERE provider = $1 AND payment_id = $2
+"""
+# On PostgreSQL the same steps make one statement, so one round trip. The event row is written
+# only once the payment row is locked at the revision read, and the payment only once the event
+# row is; a payment inserted meanwhile by someone else fails the INSERT on the primary key,
+# which undoes the whole statement.
+_PG_WRITE_NEW: Final = f"""
+    WITH recorded AS ({_RECORD_EVENT}),
+    written AS (
+        INSERT INTO payments (provider, payment_id, {_COLUMNS})
+        SELECT $1, $2, $5, $8, $9, $10, $11, $12, $13, $14, 1 FROM recorded
+        RETURNING 1
+    )
+    SELECT TRUE, EXISTS (SELECT 1 FROM recorded)
+"""
+_PG_WRITE_EXISTING: Final = f"""
+    WITH unchanged AS ({_CHECK_REVISION} FOR UPDATE),
+    recorded AS (
+        INSERT INTO processed_events
+            (provider, event_id, payment_id, event_type, status, received_at_ms, applied_at)
+        SELECT $1, $3, $2, $4, $5, $6, $7 FROM unchanged
+        ON CONFLICT (provider, event_id) DO NOTHING
+        RETURNING 1
+    ),
+    written AS ({_UPDATE_PAYMENT} AND EXISTS (SELECT 1 FROM recorded) RETURNING 1)
+    SELECT EXISTS (SELECT 1 FROM unchanged), EXISTS (SELECT 1 FROM recorded)
+"""
+
+# apply() first reads and writes without a lock (two round trips on PostgreSQL); when the payment
+# changed in between, it starts again holding the payment's row lock, which can fail only while
+# two first events race to create the payment.
+_APPLY_ATTEMPTS: Final = 4
+
+_json_encode = msgspec.json.Encoder().encode  # Decimal as an exact string, datetime as RFC 3339
+_json_decode_object = msgspec.json.Decoder(dict[str, Any]).decode
+_json_decode_events = msgspec.json.Decoder(tuple[str, ...]).decode
+
+
+class _Conflict(Exception):
+    """The payment changed between apply()'s read and its write: start again."""
+
+
+class _Connection(Protocol):
+    async def fetchrow(self, sql: str, *args: Any) -> Sequence[Any] | None: ...
+    async def fetch(self, sql: str, *args: Any) -> builtins.list[Sequence[Any]]: ...
+    async def execute(self, sql: str, *args: Any) -> None: ...
+
+
+class _Driver(Protocol):
+    """What differs between the databases; everything else is the Ledger's."""
+
+    @property
+    def column_types(self) -> Mapping[str, str]: ...
+
+    def connection(self) -> AbstractAsyncContextManager[_Connection]:
+        """A connection for reads; statements commit one by one."""
+        ...
+
+    def transaction(self) -> AbstractAsyncContextManager[_Connection]:
+        """A connection in a transaction that may write; it commits on leaving, or rolls back."""
+        ...
+
+    def writer(self, locked: bool) -> AbstractAsyncContextManager[_Connection]:
+        """Where apply() reads and writes; `locked`: holding the payment row lock from the read."""
+        ...
+
+    def for_update(self, locked: bool) -> str:
+        """What apply()'s read ends with to take the payment's row lock."""
+        ...
+
+    async def write(self, connection: _Connection, new: bool, args: Sequence[Any]) -> bool:
+        """Record the event and write the payment: False when the event was processed already.
+
+        Raises _Conflict when the payment changed since it was read; then nothing was written.
+        """
+        ...
+
+    async def lock_schema(self, connection: _Connection) -> None: ...
+    async def close(self) -> None: ...
+    def amount_in(self, amount: Decimal | None) -> Any: ...
+    def amount_out(self, value: Any) -> Decimal | None: ...
+    def time_in(self, moment: datetime) -> Any: ...
+    def time_out(self, value: Any) -> datetime: ...
+
+
+class Ledger:
+    """The payments ledger on SQLite or PostgreSQL; open with `await Ledger.open(url)`."""
+
+    def __init__(self, driver: _Driver) -> None:
+        self._driver = driver
+
+    @classmethod
+    async def open(cls, url: str, *, pool_size: int = 10) -> Ledger:
+        """Connect to `url` (sqlite:///path or postgresql://...) and create or migrate the schema.
+
+        `pool_size` bounds PostgreSQL connections; SQLite uses one. Raises TransientError when the
+        database cannot be reached.
+        """
+        scheme = urlsplit(url).scheme
+        driver: _Driver
+        try:
+            if scheme == "sqlite":
+                driver = await _SqliteDriver.connect(_sqlite_path(url))
+            elif scheme in ("postgresql", "postgres"):
+                driver = await _PostgresDriver.connect(url, pool_size)
+            else:
+                raise ValueError(f"unsupported ledger URL scheme {scheme!r}")
+        except Exception as exc:
+            if _is_transient(exc):
+                raise TransientError(f"ledger unreachable: {_describe(exc)}") from exc
+            raise
+        ledger = cls(driver)
+        try:
+            await ledger._migrate()
+        except BaseException as exc:
+            await driver.close()
+            if isinstance(exc, Exception) and _is_transient(exc):
+                raise TransientError(f"ledger schema update failed: {_describe(exc)}") from exc
+            raise
+        return ledger
+
+    async def close(self) -> None:
+        """Close the connection(s)."""
+        await self._driver.close()
+
+    async def __aenter__(self) -> Ledger:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def apply(self, event: LedgerEvent, decide: Decide) -> bool:
+        """Apply one event in one transaction; False when it was already processed.
+
+        `decide` gets the current payment (None if there is none) and returns its new state, or
+        None to leave it as it is; the event is recorded as processed either way. `decide` must be
+        pure: it runs again if the payment changed meanwhile.
+        Raises TransientError on connection loss, lock timeouts and serialization failures.
+        """
+        try:
+            for attempt in range(_APPLY_ATTEMPTS):
+                try:
+                    async with self._driver.writer(locked=attempt > 0) as db:
+                        return await self._apply(db, event, decide, locked=attempt > 0)
+                except _Conflict:
+                    continue
+        except Exception as exc:
+            if _is_transient(exc):
+                raise TransientError(f"ledger write failed: {_describe(exc)}") from exc
+            raise
+        raise TransientError("ledger write failed: the payment kept changing under it")
+
+    async def _apply(
+        self, db: _Connection, event: LedgerEvent, decide: Decide, *, locked: bool
+    ) -> bool:
+        driver = self._driver
+        row = await db.fetchrow(
+            _READ_PAYMENT + driver.for_update(locked), event.provider, event.payment_id
+        )
+        known_events: tuple[str, ...] = () if row is None else _json_decode_events(row[5])
+        if event.event_id in known_events:
+            return False  # a redelivery: the list only grows, so what it holds is settled
+        current = None if row is None else self._current(event.provider, event.payment_id, row)
+        state = decide(current)
+        now = driver.time_in(datetime.now(UTC))
+        events = _json_encode([*known_events, event.event_id]).decode()
+        values: tuple[Any, ...]
+        if state is not None:
+            values = (
+                _checked_status(state.status),
+                driver.amount_in(state.amount),
+                state.currency,
+                _json_encode(dict(state.details)).decode(),
+                state.version,
+                events,
+                now if row is None or current is None else row[6],
+                now,
+            )
+        elif row is not None:
+            values = (*row[:5], events, row[6], row[7])  # as it was, with one more event
+        else:
+            # No payment yet, and nothing to say of it: a row of events only (status NULL), so
+            # that the payment lists this event once it exists.
+            values = (None, None, None, "{}", None, events, now, now)
+        args = (
+            event.provider,
+            event.payment_id,
+            event.event_id,
+            event.event_type,
+            values[0],
+            event.received_at_ms,
+            now,
+            *values[1:],
+        )
+        if row is None:
+            return await driver.write(db, True, args)
+        return await driver.write(db, False, (*args, row[8]))
+
+    async def get(self, provider: str, payment_id: str) -> Payment | None:
+        """The payment, or None when the ledger has none by that id."""
+        rows = await self._read(_GET_PAYMENT, provider, payment_id)
+        return self._payment(provider, payment_id, rows[0]) if rows else None
+
+    async def list(
+        self, provider: str | None = None, status: str | None = None, limit: int | None = None
+    ) -> builtins.list[Payment]:
+        """Payments, the most recently updated first, filtered by provider and status."""
+        where = ["status IS NOT NULL"]
+        args: builtins.list[Any] = []
+        if provider is not None:
+            args.append(provider)
+            where.append(f"provider = ${len(args)}")
+        if status is not None:
+            args.append(status)
+            where.append(f"status = ${len(args)}")
+        sql = (
+            f"SELECT {_COLUMNS}, provider, payment_id FROM payments"
+            f" WHERE {' AND '.join(where)} ORDER BY updated_at DESC, provider, payment_id"
+        )
+        if limit is not None:
+            args.append(limit)
+            sql += f" LIMIT ${len(args)}"
+        rows = await self._read(sql, *args)
+        return [self._payment(row[9], row[10], row) for row in rows]
+
+    async def processed(self, provider: str, event_id: str) -> bool:
+        """Whether an event was applied already."""
+        return bool(await self._read(_PROCESSED, provider, event_id))
+
+    def _current(self, provider: str, payment_id: str, row: Sequence[Any]) -> Payment | None:
+        """The payment a row holds; None when it only lists early events."""
+        return None if row[0] is None else self._payment(provider, payment_id, row)
+
+    def _payment(self, provider: str, payment_id: str, row: Sequence[Any]) -> Payment:
+        """A Payment from a row that starts with the columns of _COLUMNS."""
+        return Payment(
+            status=row[0],
+            amount=self._driver.amount_out(row[1]),
+            currency=row[2],
+            details=_json_decode_object(row[3]),
+            version=row[4],
+            provider=provider,
+            payment_id=payment_id,
+            events=_json_decode_events(row[5]),
+            created_at=self._driver.time_out(row[6]),
+            updated_at=self._driver.time_out(row[7]),
+        )
+
+    async def _read(self, sql: str, *args: Any) -> builtins.list[Sequence[Any]]:
+        try:
+            async with self._driver.connection() as db:
+                return await db.fetch(sql, *args)
+        except Exception as exc:
+            if _is_transient(exc):
+                raise TransientError(f"ledger read failed: {_describe(exc)}") from exc
+            raise
+
+    async def _migrate(self) -> None:
+        """Create the schema, or bring it up to date; safe when several processes start at once."""
+        async with self._driver.transaction() as db:
+            await self._driver.lock_schema(db)
+            await db.execute(_SCHEMA_VERSION)
+            row = await db.fetchrow("SELECT max(version) FROM schema_version")
+            done = 0 if row is None or row[0] is None else int(row[0])
+            for number, ddl in enumerate(MIGRATIONS[done:], start=done + 1):
+                for statement in ddl.format(**self._driver.column_types).split(";"):
+                    if statement.strip():
+                        await db.execute(statement)
+                await db.execute("INSERT INTO schema_version (version) VALUES ($1)", number)
+
+
+def _checked_status(status: str) -> str:
+    if status not in STATUSES:
+        # A handler bug: retrying cannot fix it, so the message goes to the dead-letter queue.
+        raise PermanentError(f"a handler decided the unknown payment status {status!r}")
+    return status
+
+
+# SQLSTATE classes of passing trouble on PostgreSQL: 08 connection, 40 transaction rollback
+# (serialization failure, deadlock), 53 insufficient resources (too many connections), 57 operator
+# intervention (shutdown, statement timeout); and 55P03, lock not available.
+_PG_TRANSIENT_CLASSES: Final = ("08", "40", "53", "57")
+_SQLITE_TRANSIENT_WORDS: Final = ("locked", "busy", "disk i/o", "unable to open")
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """Whether retrying later may succeed: the one place that decides it, for both databases."""
+    if isinstance(exc, OSError | asyncpg.InterfaceError | asyncpg.InternalClientError):
+        # OSError: refused, reset or timed out. The others: a connection that closed under us
+        # (asyncpg may see the server's goodbye message before the socket's end).
+        return True
+    if isinstance(exc, asyncpg.PostgresError):
+        sqlstate = getattr(exc, "sqlstate", None) or ""
+        return sqlstate[:2] in _PG_TRANSIENT_CLASSES or sqlstate == "55P03"
+    if isinstance(exc, sqlite3.OperationalError):
+        message = str(exc).lower()
+        return any(word in message for word in _SQLITE_TRANSIENT_WORDS)
+    return False
+
+
+def _describe(exc: BaseException) -> str:
+    """The error's type and SQLSTATE, never its text: that may quote the values of a row."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    return type(exc).__name__ + (f" (SQLSTATE {sqlstate})" if sqlstate else "")
+
+
+def _sqlite_path(url: str) -> str:
+    """sqlite:///var/x.sqlite3 is relative to the working directory, sqlite:////var/x absolute."""
+    path = url.removeprefix("sqlite://").removeprefix("/").split("?", 1)[0]
+    if not path:
+        raise ValueError("the ledger URL names no file: expected sqlite:///path")
+    if path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# SQLite: one connection, serialised by an asyncio lock; a write starts with BEGIN IMMEDIATE so
+# that another process writing the same file makes us wait (busy_timeout) rather than fail late.
+
+_PLACEHOLDER = re.compile(r"\$(\d+)")
+
+
+@functools.lru_cache(maxsize=256)
+def _sqlite_sql(sql: str) -> tuple[str, int]:
+    """PostgreSQL's $1 placeholders as SQLite's ?1, and how many arguments the statement takes.
+
+    The SQL is written once, for both; SQLite wants exactly as many arguments as the highest
+    placeholder, so a statement that uses $1 to $7 of apply()'s arguments gets those.
+    """
+    count = max((int(n) for n in _PLACEHOLDER.findall(sql)), default=0)
+    return _PLACEHOLDER.sub(r"?\1", sql), count
+
+
+class _SqliteConnection:
+    def __init__(self, connection: aiosqlite.Connection) -> None:
+        self._connection = connection
+
+    async def fetchrow(self, sql: str, *args: Any) -> Sequence[Any] | None:
+        text, count = _sqlite_sql(sql)
+        async with self._connection.execute(text, args[:count]) as cursor:
+            row: Sequence[Any] | None = await cursor.fetchone()
+            return row
+
+    async def fetch(self, sql: str, *args: Any) -> builtins.list[Sequence[Any]]:
+        text, count = _sqlite_sql(sql)
+        async with self._connection.execute(text, args[:count]) as cursor:
+            return builtins.list(await cursor.fetchall())
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        text, count = _sqlite_sql(sql)
+        await self._connection.execute(text, args[:count])
+
+
+class _SqliteDriver:
+    column_types: Final = {"amount": "TEXT", "json": "TEXT", "time": "TEXT"}
+
+    def __init__(self, connection: aiosqlite.Connection) -> None:
+        self._raw = connection
+        self._connection = _SqliteConnection(connection)
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def connect(cls, path: str) -> _SqliteDriver:
+        # isolation_level=None: the ledger says where each transaction begins and ends.
+        connection = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            await connection.execute("PRAGMA journal_mode=WAL")
+            # A payment must survive a power cut once its message is acknowledged.
+            await connection.execute("PRAGMA synchronous=FULL")
+            await connection.execute("PRAGMA busy_timeout=5000")
+        except BaseException:
+            await connection.close()
+            raise
+        return cls(connection)
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[_Connection]:
+        async with self._lock:
+            yield self._connection
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[_Connection]:
+        async with self._lock:
+            await self._raw.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._connection
+                await self._raw.execute("COMMIT")
+            except BaseException:
+                # A failed COMMIT may have ended the transaction already.
+                with suppress(sqlite3.Error):
+                    await self._raw.execute("ROLLBACK")
+                raise
+
+    def writer(self, locked: bool) -> AbstractAsyncContextManager[_Connection]:
+        # Always locked: the one connection is ours from the read to the write anyway.
+        return self.transaction()
+
+    def for_update(self, locked: bool) -> str:
+        return ""  # BEGIN IMMEDIATE holds the database's write lock already
+
+    async def write(self, connection: _Connection, new: bool, args: Sequence[Any]) -> bool:
+        # SQLite has no INSERT inside WITH; here the steps run one by one, in the transaction.
+        if not new and await connection.fetchrow(_CHECK_REVISION, *args) is None:
+            raise _Conflict
+        if await connection.fetchrow(_RECORD_EVENT, *args) is None:
+            return False
+        await connection.execute(_INSERT_PAYMENT if new else _UPDATE_PAYMENT, *args)
+        return True
+
+    async def lock_schema(self, connection: _Connection) -> None:
+        """BEGIN IMMEDIATE holds the database's write lock already."""
+
+    async def close(self) -> None:
+        await self._raw.close()
+
+    def amount_in(self, amount: Decimal | None) -> str | None:
+        # Plain notation, with the scale the provider sent: "10000.0" stays "10000.0".
+        return None if amount is None else format(amount, "f")
+
+    def amount_out(self, value: Any) -> Decimal | None:
+        return None if value is None else Decimal(value)
+
+    def time_in(self, moment: datetime) -> str:
+        return moment.isoformat(timespec="microseconds")  # fixed width: sorts as text
+
+    def time_out(self, value: Any) -> datetime:
+        return datetime.fromisoformat(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# PostgreSQL: an asyncpg pool; asyncpg prepares each statement once per connection and reuses it.
+
+_PG_SCHEMA_LOCK: Final = 0x686F6F6B70697065  # "hookpipe": the advisory lock held while migrating
+_PG_SERVER_SETTINGS: Final = {
+    "application_name": "hookpipe",
+    # The server ends a statement stuck this long (SQLSTATE 57014 / 55P03, both transient), so no
+    # client-side timer is set per statement.
+    "statement_timeout": "30s",
+    "lock_timeout": "10s",
+    "idle_in_transaction_session_timeout": "60s",
+}
+
+
+async def _keep_session(connection: Any) -> None:
+    """The pool's reset, instead of asyncpg's RESET ALL etc.: a round trip per use saved.
+
+    The ledger leaves no session state behind (no SET, LISTEN or session lock); an open
+    transaction is still rolled back by asyncpg before this runs.
+    """
+
+
+class _PostgresConnection:
+    def __init__(self, connection: Any) -> None:
+        self._connection = connection
+
+    async def fetchrow(self, sql: str, *args: Any) -> Sequence[Any] | None:
+        row: Sequence[Any] | None = await self._connection.fetchrow(sql, *args)
+        return row
+
+    async def fetch(self, sql: str, *args: Any) -> builtins.list[Sequence[Any]]:
+        rows: builtins.list[Sequence[Any]] = await self._connection.fetch(sql, *args)
+        return rows
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        await self._connection.execute(sql, *args)
+
+
+class _PostgresDriver:
+    column_types: Final = {"amount": "NUMERIC", "json": "JSONB", "time": "TIMESTAMPTZ"}
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+
+    @classmethod
+    async def connect(cls, url: str, pool_size: int) -> _PostgresDriver:
+        pool = await asyncpg.create_pool(
+            url,
+            min_size=1,
+            max_size=pool_size,
+            timeout=10,  # to connect
+            server_settings=_PG_SERVER_SETTINGS,
+            reset=_keep_session,
+        )
+        return cls(pool)
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[_Connection]:
+        async with self._pool.acquire() as connection:
+            yield _PostgresConnection(connection)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[_Connection]:
+        async with self._pool.acquire() as connection, connection.transaction():
+            yield _PostgresConnection(connection)
+
+    def writer(self, locked: bool) -> AbstractAsyncContextManager[_Connection]:
+        # Unlocked, the read and the one-statement write need no transaction around them.
+        return self.transaction() if locked else self.connection()
+
+    def for_update(self, locked: bool) -> str:
+        return " FOR UPDATE" if locked else ""
+
+    async def write(self, connection: _Connection, new: bool, args: Sequence[Any]) -> bool:
+        try:
+            row = await connection.fetchrow(_PG_WRITE_NEW if new else _PG_WRITE_EXISTING, *args)
+        except asyncpg.UniqueViolationError as exc:
+            raise _Conflict from exc  # someone else created the payment since it was read
+        assert row is not None  # a SELECT without FROM or WHERE returns one row
+        unchanged, recorded = row
+        if not unchanged:
+            raise _Conflict
+        return bool(recorded)
+
+    async def lock_schema(self, connection: _Connection) -> None:
+        # Several workers starting at once would otherwise race to create the same tables.
+        await connection.execute("SELECT pg_advisory_xact_lock($1)", _PG_SCHEMA_LOCK)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    def amount_in(self, amount: Decimal | None) -> Decimal | None:
+        return amount
+
+    def amount_out(self, value: Any) -> Decimal | None:
+        return value if value is None or isinstance(value, Decimal) else Decimal(value)
+
+    def time_in(self, moment: datetime) -> datetime:
+        return moment
+
+    def time_out(self, value: Any) -> datetime:
+        moment: datetime = value
+        return moment

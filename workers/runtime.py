@@ -1,0 +1,422 @@
+"""The worker runtime: consume the handled queues, run each message's handler, settle it.
+
+Settling follows `workers.outcome`: ack a success; for a failure, first publish a copy to the
+delayed-retry exchange or to the dead-letter exchange, wait for the broker's confirm, and only
+then ack the original. A message is never acked before its copy is safe, and never acked
+unfinished: when the copy cannot be published, or a handler is cut off at shutdown, the
+original goes back to its queue (whose x-delivery-limit stops a message that keeps crashing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+import traceback
+from collections.abc import Mapping
+from datetime import timedelta
+from functools import partial
+from typing import Any
+
+import aio_pika
+import structlog
+from aio_pika.abc import (
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustChannel,
+    AbstractRobustConnection,
+    ConsumerTag,
+)
+
+from hookpipe import constants as c
+from hookpipe import topology
+from hookpipe.broker import connect, connection_name
+from hookpipe.settings import Settings
+from workers.errors import PermanentError
+from workers.handlers.base import Delivery, Handler
+from workers.metrics import WorkerMetrics
+from workers.outcome import Action, Outcome, outcome_of
+
+log = structlog.get_logger()
+
+
+class MalformedMessage(PermanentError):
+    """The message lacks what the ingress always sets (message_id, type): it cannot be handled."""
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def delivery_from(message: AbstractIncomingMessage, queue: str) -> Delivery:
+    """What a handler is given, read from the message; MalformedMessage if it cannot be."""
+    headers = message.headers or {}
+    provider, event_id = identity_of(message.message_id, headers)
+    # The queue decides which handler runs and the ledger keys payments by provider, so a
+    # message of another provider in this queue would be applied as if it were this one's.
+    queue_provider = queue.partition(".")[0]
+    if provider != queue_provider:
+        raise MalformedMessage(f"a message of provider {provider} in queue {queue}")
+    event_type = message.type
+    if not event_type:
+        raise MalformedMessage("the message has no type (the event type)")
+    return Delivery(
+        queue=queue,
+        provider=provider,
+        event_id=event_id,
+        event_type=event_type,
+        body=message.body,
+        received_at_ms=_int_header(headers, c.HEADER_RECEIVED_AT),
+        attempt=attempt_of(message),
+    )
+
+
+def attempt_of(message: AbstractIncomingMessage) -> int:
+    """This delivery's attempt number: deliveries so far to a handler (a header), plus this one."""
+    done = _int_header(message.headers or {}, c.HEADER_ATTEMPT)
+    return max(done or 0, 0) + 1
+
+
+def identity_of(message_id: str | None, headers: Mapping[str, Any]) -> tuple[str, str]:
+    """(provider, event id), from message_id "provider:event_id" or else the identity headers."""
+    if message_id:
+        provider, sep, event_id = message_id.partition(":")
+        if sep and provider and event_id:
+            return provider, event_id
+    header_provider = _text(headers.get(c.HEADER_PROVIDER))
+    header_event_id = _text(headers.get(c.HEADER_EVENT_ID))
+    if header_provider and header_event_id:
+        return header_provider, header_event_id
+    if message_id:
+        raise MalformedMessage("message_id is not provider:event_id, and no identity headers")
+    raise MalformedMessage("the message has no message_id and no identity headers")
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return value if isinstance(value, str) and value else None
+
+
+def _int_header(headers: Mapping[str, Any], name: str) -> int | None:
+    value = headers.get(name)
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _where(exc: BaseException) -> str:
+    """file:line where an unexpected exception was raised: enough to find the bug, no data."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return ""
+    frame = frames[-1]
+    return f"{os.path.basename(frame.filename)}:{frame.lineno}"
+
+
+class Worker:
+    """Consumes handled queues with up to `concurrency` handlers at once; `stop()` drains."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        handlers: Mapping[str, Handler],
+        *,
+        concurrency: int | None = None,
+        metrics: WorkerMetrics | None = None,
+    ) -> None:
+        if not handlers:
+            raise ValueError("a worker needs at least one queue to consume")
+        self.settings = settings
+        self.handlers = dict(handlers)
+        self.concurrency = concurrency or settings.worker_concurrency
+        self.metrics = metrics or WorkerMetrics()
+        self.name = f"{connection_name('worker')}[{os.getpid()}]"
+        # prefetch is per consumer on quorum queues (they refuse a channel-wide one), so a
+        # worker holds up to concurrency messages per queue; this bounds the handlers running.
+        self._slots = asyncio.Semaphore(self.concurrency)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._waiting: set[asyncio.Task[None]] = set()
+        self._consumers: list[tuple[AbstractQueue, ConsumerTag]] = []
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractRobustChannel | None = None
+        self._retry_exchange: AbstractExchange | None = None
+        self._dead_letter_exchange: AbstractExchange | None = None
+        self._stopping = False
+        self._stopped = asyncio.Event()
+
+    @property
+    def queues(self) -> tuple[str, ...]:
+        return tuple(self.handlers)
+
+    @property
+    def in_flight(self) -> int:
+        """Messages received and not yet settled."""
+        return len(self._tasks)
+
+    async def __aenter__(self) -> Worker:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Connect, declare the topology, and start consuming every queue of `handlers`."""
+        self._connection = await connect(self.settings.amqp_url, "worker")
+        try:
+            # on_return_raises: an unroutable retry or dead letter must fail its publish (and
+            # the original be requeued), not be confirmed and silently dropped.
+            channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
+            assert isinstance(channel, AbstractRobustChannel)
+            self._channel = channel
+            await channel.set_qos(prefetch_count=self.concurrency)
+            await topology.declare(channel, self.settings)
+            self._retry_exchange = await channel.get_exchange(c.RETRY_PREFIX, ensure=False)
+            self._dead_letter_exchange = await channel.get_exchange(
+                c.DEAD_LETTER_EXCHANGE, ensure=False
+            )
+            for name in self.handlers:
+                queue = await channel.get_queue(name)
+                tag = await queue.consume(partial(self._on_message, name))
+                self._consumers.append((queue, tag))
+        except BaseException:
+            await self._connection.close()
+            raise
+
+    async def stop(self) -> None:
+        """Stop consuming, let handlers in flight finish within the grace, requeue the rest."""
+        if self._stopping:
+            await self._stopped.wait()
+            return
+        self._stopping = True
+        try:
+            for queue, tag in self._consumers:
+                try:
+                    await queue.cancel(tag)
+                except Exception as exc:  # the connection may be down; closing settles it
+                    log.warning(
+                        "cancelling a consumer failed",
+                        queue=queue.name,
+                        error_type=type(exc).__name__,
+                    )
+            # Messages not yet started go back now, so another worker takes them at once.
+            for task in self._waiting:
+                task.cancel()
+            pending = set(self._tasks)
+            if pending:
+                log.info("draining", in_flight=len(pending), grace_s=self.settings.shutdown_grace)
+                _, pending = await asyncio.wait(pending, timeout=self.settings.shutdown_grace)
+            if pending:
+                log.warning("grace period over, requeueing unfinished messages", count=len(pending))
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+            if self._connection is not None:
+                await self._connection.close()
+        finally:
+            self._stopped.set()
+
+    async def _on_message(self, queue: str, message: AbstractIncomingMessage) -> None:
+        # aio-pika runs this callback in a task of the channel's; the work goes into a task of
+        # our own, which stop() can wait for and cancel.
+        task = asyncio.create_task(self._process(queue, message))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _process(self, queue: str, message: AbstractIncomingMessage) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        if self._stopping:
+            # Delivered between basic.cancel and its reply: straight back to the queue.
+            await self._requeue(message)
+            return
+        try:
+            self._waiting.add(task)
+            try:
+                await self._slots.acquire()
+            finally:
+                self._waiting.discard(task)
+            try:
+                await self._handle(queue, message)
+            finally:
+                self._slots.release()
+        except asyncio.CancelledError:
+            # Shutdown: the message was not finished, so it must not be acked.
+            if not message.processed:
+                await self._requeue(message)
+            raise
+
+    async def _handle(self, queue: str, message: AbstractIncomingMessage) -> None:
+        try:
+            delivery = delivery_from(message, queue)
+        except MalformedMessage as exc:
+            attempt = attempt_of(message)
+            outcome = outcome_of(exc, attempt, self.settings.retry)
+            with structlog.contextvars.bound_contextvars(queue=queue, attempt=attempt):
+                await self._settle(queue, message, attempt, outcome)
+            return
+        with structlog.contextvars.bound_contextvars(
+            provider=delivery.provider,
+            event_id=delivery.event_id,
+            event_type=delivery.event_type,
+            queue=queue,
+            attempt=delivery.attempt,
+        ):
+            started = time.perf_counter()
+            error: Exception | None = None
+            try:
+                await self.handlers[queue](delivery)
+            except Exception as exc:
+                error = exc
+            elapsed = time.perf_counter() - started
+            self.metrics.handler_seconds.labels(queue).observe(elapsed)
+            outcome = outcome_of(error, delivery.attempt, self.settings.retry)
+            if outcome.unexpected and error is not None:
+                log.warning(
+                    "unexpected error in handler",
+                    error_type=type(error).__name__,
+                    where=_where(error),
+                )
+            if outcome.action is Action.ACK:
+                if delivery.received_at_ms is not None:
+                    latency = (now_ms() - delivery.received_at_ms) / 1000
+                    self.metrics.end_to_end_seconds.labels(queue).observe(max(latency, 0.0))
+                log.info("event handled", duration_ms=round(elapsed * 1000, 2))
+            await self._settle(queue, message, delivery.attempt, outcome)
+
+    async def _settle(
+        self, queue: str, message: AbstractIncomingMessage, attempt: int, outcome: Outcome
+    ) -> None:
+        if outcome.action is Action.ACK:
+            await self._ack(message)
+            self.metrics.processed.labels(queue).inc()
+            return
+        headers = self._failure_headers(message, queue, attempt, outcome)
+        try:
+            if outcome.action is Action.RETRY:
+                await self._publish_retry(message, queue, headers, outcome.delay_ms)
+            else:
+                await self._publish_dead_letter(message, queue, headers)
+        except Exception as exc:
+            log.error(
+                "could not publish the failed message, requeueing it",
+                action=outcome.action.value,
+                error_type=type(exc).__name__,
+            )
+            await self._requeue(message)
+            return
+        await self._ack(message)
+        if outcome.action is Action.RETRY:
+            self.metrics.retried.labels(queue).inc()
+            log.warning(
+                "handler failed, retrying later",
+                error_type=outcome.error_type,
+                error=outcome.error,
+                delay_ms=outcome.delay_ms,
+            )
+        else:
+            self.metrics.dead_lettered.labels(queue).inc()
+            log.error(
+                "dead-lettered",
+                error_type=outcome.error_type,
+                error=outcome.error,
+                dlq=topology.dlq_name(queue),
+            )
+
+    def _failure_headers(
+        self, message: AbstractIncomingMessage, queue: str, attempt: int, outcome: Outcome
+    ) -> dict[str, Any]:
+        now = now_ms()
+        headers: dict[str, Any] = dict(message.headers or {})
+        headers.pop(topology.RETRY_DELAY_HEADER, None)
+        headers[c.HEADER_ATTEMPT] = attempt
+        if _int_header(headers, c.HEADER_FIRST_FAILURE) is None:
+            headers[c.HEADER_FIRST_FAILURE] = now
+        headers[c.HEADER_LAST_FAILURE] = now
+        headers[c.HEADER_QUEUE] = queue
+        headers[c.HEADER_ERROR_TYPE] = outcome.error_type
+        headers[c.HEADER_ERROR] = outcome.error
+        headers[c.HEADER_WORKER] = self.name
+        return headers
+
+    async def _publish_retry(
+        self, message: AbstractIncomingMessage, queue: str, headers: dict[str, Any], delay_ms: int
+    ) -> None:
+        assert self._retry_exchange is not None
+        # The delay queue's TTL is delay x (1 + jitter): the jittered expiration never exceeds it.
+        jitter = self.settings.retry.jitter
+        expiration_ms = min(
+            round(delay_ms * (1 + random.uniform(-jitter, jitter))),
+            round(delay_ms * (1 + jitter)),
+        )
+        headers[topology.RETRY_DELAY_HEADER] = str(delay_ms)
+        # Routed by the origin queue's name: when the delay expires, the requeue exchange
+        # takes the message back to that queue, and to no other.
+        await self._retry_exchange.publish(
+            _copy(message, headers, timedelta(milliseconds=max(expiration_ms, 0))),
+            routing_key=queue,
+            mandatory=True,
+            timeout=self.settings.publish_timeout,
+        )
+
+    async def _publish_dead_letter(
+        self, message: AbstractIncomingMessage, queue: str, headers: dict[str, Any]
+    ) -> None:
+        assert self._dead_letter_exchange is not None
+        await self._dead_letter_exchange.publish(
+            _copy(message, headers),
+            routing_key=topology.dlq_name(queue),
+            mandatory=True,
+            timeout=self.settings.publish_timeout,
+        )
+
+    async def _ack(self, message: AbstractIncomingMessage) -> None:
+        try:
+            await message.ack()
+        except Exception as exc:
+            # The channel is gone: the broker requeues the message, and the ledger's record of
+            # processed events makes its second run change nothing.
+            log.warning("ack failed; the broker will redeliver", error_type=type(exc).__name__)
+
+    async def _requeue(self, message: AbstractIncomingMessage) -> None:
+        try:
+            await message.nack(requeue=True)
+        except Exception as exc:
+            # The channel is gone: the broker requeues what it had not seen acked anyway.
+            log.warning("nack failed; the broker will redeliver", error_type=type(exc).__name__)
+
+
+def _copy(
+    message: AbstractIncomingMessage,
+    headers: dict[str, Any],
+    expiration: timedelta | None = None,
+) -> aio_pika.Message:
+    """The same body and properties with new headers. user_id is left out: the broker checks it
+    against the publishing user, who may not be the one that first published it."""
+    return aio_pika.Message(
+        message.body,
+        headers=headers,
+        content_type=message.content_type,
+        content_encoding=message.content_encoding,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        priority=message.priority,
+        correlation_id=message.correlation_id,
+        reply_to=message.reply_to,
+        expiration=expiration,
+        message_id=message.message_id,
+        timestamp=message.timestamp,
+        type=message.type,
+        app_id=message.app_id,
+    )
