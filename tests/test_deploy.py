@@ -1,0 +1,134 @@
+"""deploy/ is checked here as far as this machine can: no container engine or cluster runs here.
+
+The RabbitMQ definitions are imported into the real broker (under names of this run's own) and
+their least-privilege permissions are tried with real connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import aio_pika
+import aiormq
+import pytest
+import yaml
+
+from hookpipe import constants as c
+from tests.conftest import rabbitmqctl
+
+DEPLOY = Path(__file__).parent.parent / "deploy"
+
+
+def _load_gen() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gen_definitions", DEPLOY / "gen_definitions.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_definitions_file_matches_the_topology_plan() -> None:
+    gen = _load_gen()
+    committed = (DEPLOY / "rabbitmq" / "definitions.json").read_text()
+    assert committed == gen.render(), "run: .venv/bin/python deploy/gen_definitions.py"
+
+
+def test_compose_runs_a_worker_service_per_provider() -> None:
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    services = compose["services"]
+    for provider in c.PROVIDERS:
+        service = services[f"worker-{provider}"]
+        assert service["command"] == ["worker", "--provider", provider]
+        assert service["environment"]["HOOKPIPE_DECLARE_TOPOLOGY"] == "false"
+    for service in services.values():
+        for secret in service.get("secrets", []):
+            assert secret in compose["secrets"]
+
+
+def test_every_handled_queue_has_a_keda_trigger() -> None:
+    docs = list(yaml.safe_load_all((DEPLOY / "k8s" / "workers.yaml").read_text()))
+    triggered = {
+        trigger["metadata"]["queueName"]
+        for doc in docs
+        if doc["kind"] == "ScaledObject"
+        for trigger in doc["spec"]["triggers"]
+    }
+    assert triggered == set(c.HANDLED_QUEUES)
+
+
+@pytest.fixture
+def imported_definitions() -> Any:
+    """The definitions file imported under a vhost and user names of this test's own."""
+    gen = _load_gen()
+    suffix = uuid.uuid4().hex[:6]
+    document = gen.build()
+    vhost = f"hookpipe-defs-{suffix}"
+    renamed = {user: f"{user}-{suffix}" for user in gen.PLACEHOLDER_USERS}
+    document["vhosts"] = [{"name": vhost}]
+    for section in ("exchanges", "queues", "bindings", "permissions"):
+        for item in document[section]:
+            item["vhost"] = vhost
+    for item in document["users"]:
+        item["name"] = renamed[item["name"]]
+    for item in document["permissions"]:
+        item["user"] = renamed[item["user"]]
+    # Through stdin: the broker runs as its own user and may not read the test's temp dir.
+    subprocess.run(
+        ["rabbitmqctl", "-q", "import_definitions", "--format", "json"],
+        input=json.dumps(document).encode(), check=True, capture_output=True, timeout=60,
+    )
+    rabbitmqctl("await_startup")
+
+    def url(user: str) -> str:
+        password = gen.PLACEHOLDER_USERS[user][0]
+        return f"amqp://{renamed[user]}:{password}@127.0.0.1:5672/{quote(vhost, safe='')}"
+
+    try:
+        yield url
+    finally:
+        for name in renamed.values():
+            subprocess.run(["rabbitmqctl", "-q", "delete_user", name], capture_output=True)
+        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True)
+
+
+async def _connect(url: str) -> aio_pika.abc.AbstractConnection:
+    """Connect once the broker has finished importing the users (the import is asynchronous)."""
+    for _ in range(50):
+        try:
+            return await aio_pika.connect(url)
+        except aiormq.exceptions.ProbableAuthenticationError:
+            await asyncio.sleep(0.1)
+    return await aio_pika.connect(url)
+
+
+async def test_ingress_user_may_publish_but_not_consume(imported_definitions: Any) -> None:
+    connection = await _connect(imported_definitions("ingress"))
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(c.EVENTS_EXCHANGE, ensure=False)
+        await exchange.publish(
+            aio_pika.Message(b"{}", message_id="jodo:x"), routing_key="jodo.order.payment.debited"
+        )
+        queue = await channel.get_queue("jodo.order.payment.debited", ensure=False)
+        with pytest.raises(aiormq.exceptions.ChannelAccessRefused):
+            await queue.get(fail=False)
+
+
+async def test_worker_user_may_consume_but_not_publish_events(imported_definitions: Any) -> None:
+    connection = await _connect(imported_definitions("worker"))
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        queue = await channel.get_queue("jodo.order.payment.debited", ensure=False)
+        assert await queue.get(fail=False) is None
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(c.EVENTS_EXCHANGE, ensure=False)
+        with pytest.raises(aiormq.exceptions.ChannelAccessRefused):
+            await exchange.publish(aio_pika.Message(b"{}"), routing_key="jodo.order.payment.debited")
