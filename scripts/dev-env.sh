@@ -9,12 +9,13 @@ svix=$(python3 -c "import base64,secrets; print('whsec_' + base64.b64encode(secr
 umask 077
 cat > var/dev.env <<ENV
 # Development settings written by scripts/dev-env.sh; delete this file to get new secrets.
-HOOKPIPE_JODO_SECRET=$(rand 16)
-HOOKPIPE_DREAMCLASS_SECRET=$(rand 16)
-HOOKPIPE_RAPYD_ACCESS_KEY=rak_$(rand 10)
-HOOKPIPE_RAPYD_SECRET_KEY=rsk_$(rand 16)
-HOOKPIPE_RAPYD_WEBHOOK_URL=http://127.0.0.1:8080/webhooks/rapyd
-HOOKPIPE_FLEXPRICE_SECRET=$svix
-HOOKPIPE_LEDGER_URL=sqlite:///var/ledger.sqlite3
+# A variable already set in the environment wins, e.g. HOOKPIPE_LEDGER_URL=postgresql://... make run
+HOOKPIPE_JODO_SECRET=\${HOOKPIPE_JODO_SECRET:-$(rand 16)}
+HOOKPIPE_DREAMCLASS_SECRET=\${HOOKPIPE_DREAMCLASS_SECRET:-$(rand 16)}
+HOOKPIPE_RAPYD_ACCESS_KEY=\${HOOKPIPE_RAPYD_ACCESS_KEY:-rak_$(rand 10)}
+HOOKPIPE_RAPYD_SECRET_KEY=\${HOOKPIPE_RAPYD_SECRET_KEY:-rsk_$(rand 16)}
+HOOKPIPE_RAPYD_WEBHOOK_URL=\${HOOKPIPE_RAPYD_WEBHOOK_URL:-http://127.0.0.1:8080/webhooks/rapyd}
+HOOKPIPE_FLEXPRICE_SECRET=\${HOOKPIPE_FLEXPRICE_SECRET:-$svix}
+HOOKPIPE_LEDGER_URL=\${HOOKPIPE_LEDGER_URL:-sqlite:///var/ledger.sqlite3}
 ENV
 echo "wrote var/dev.env with new development secrets"
