@@ -29,8 +29,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 def _usage() -> str:
     width = max(map(len, SUBCOMMANDS))
     lines = [f"  {name:<{width}}  {help_text}" for name, (_, help_text) in SUBCOMMANDS.items()]
-    return "usage: hookpipe COMMAND [ARGS]\n\ncommands:\n" + "\n".join(lines) + (
-        "\n\n'hookpipe COMMAND --help' tells a command's arguments."
+    return (
+        "usage: hookpipe COMMAND [ARGS]\n\ncommands:\n"
+        + "\n".join(lines)
+        + ("\n\n'hookpipe COMMAND --help' tells a command's arguments.")
     )
 
 

@@ -12,8 +12,19 @@ import structlog
 # Keys whose values must never reach a log line, whatever code binds them.
 _REDACTED_KEYS = frozenset(
     {
-        "secret", "signature", "password", "authorization", "api_key", "token",
-        "name", "email", "phone", "card", "body", "payload", "headers",
+        "secret",
+        "signature",
+        "password",
+        "authorization",
+        "api_key",
+        "token",
+        "name",
+        "email",
+        "phone",
+        "card",
+        "body",
+        "payload",
+        "headers",
     }
 )
 
@@ -76,6 +87,6 @@ def configure_logging(log_format: str = "auto", level: str = "info") -> None:
     # aio-pika and aiohttp log through the standard library; keep their warnings, drop the chatter.
     logging.basicConfig(
         level=logging.WARNING,
-        stream=_Stderr(),  # type: ignore[arg-type]
+        stream=_Stderr(),
         format="%(levelname)s %(name)s: %(message)s",
     )

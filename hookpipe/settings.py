@@ -115,16 +115,20 @@ class Settings:
             ledger_pool_size=env.get(
                 "HOOKPIPE_LEDGER_POOL_SIZE", defaults.ledger_pool_size, _positive_int
             ),
-            log_format=env.get("HOOKPIPE_LOG_FORMAT", defaults.log_format, _choice("auto", "json", "console")),
+            log_format=env.get(
+                "HOOKPIPE_LOG_FORMAT", defaults.log_format, _choice("auto", "json", "console")
+            ),
             log_level=env.get(
-                "HOOKPIPE_LOG_LEVEL", defaults.log_level,
+                "HOOKPIPE_LOG_LEVEL",
+                defaults.log_level,
                 _choice("debug", "info", "warning", "error"),
             ),
             jodo_secrets=env.secrets("HOOKPIPE_JODO_SECRET"),
             jodo_allowed_ips=env.get("HOOKPIPE_JODO_ALLOWED_IPS", (), _networks),
             dreamclass_secrets=env.secrets("HOOKPIPE_DREAMCLASS_SECRET"),
             dreamclass_secret_encoding=env.get(
-                "HOOKPIPE_DREAMCLASS_SECRET_ENCODING", defaults.dreamclass_secret_encoding,
+                "HOOKPIPE_DREAMCLASS_SECRET_ENCODING",
+                defaults.dreamclass_secret_encoding,
                 _choice("utf-8", "base64"),
             ),
             dreamclass_basic_auth=env.get(
@@ -139,18 +143,21 @@ class Settings:
                 "HOOKPIPE_DREAMCLASS_API_AUTH_SCHEME", defaults.dreamclass_api_auth_scheme, str
             ),
             dreamclass_api_invoice_path=env.get(
-                "HOOKPIPE_DREAMCLASS_API_INVOICE_PATH", defaults.dreamclass_api_invoice_path,
+                "HOOKPIPE_DREAMCLASS_API_INVOICE_PATH",
+                defaults.dreamclass_api_invoice_path,
                 _path_with("{invoice_id}"),
             ),
             dreamclass_api_payment_methods_path=env.get(
                 "HOOKPIPE_DREAMCLASS_API_PAYMENT_METHODS_PATH",
-                defaults.dreamclass_api_payment_methods_path, _path_with(None),
+                defaults.dreamclass_api_payment_methods_path,
+                _path_with(None),
             ),
             dreamclass_api_timeout=env.get(
                 "HOOKPIPE_DREAMCLASS_API_TIMEOUT", defaults.dreamclass_api_timeout, _positive_float
             ),
             dreamclass_payment_methods_ttl=env.get(
-                "HOOKPIPE_DREAMCLASS_PAYMENT_METHODS_TTL", defaults.dreamclass_payment_methods_ttl,
+                "HOOKPIPE_DREAMCLASS_PAYMENT_METHODS_TTL",
+                defaults.dreamclass_payment_methods_ttl,
                 _non_negative_float,
             ),
             rapyd_access_key=env.get("HOOKPIPE_RAPYD_ACCESS_KEY", None, str, secret=True),
@@ -159,18 +166,22 @@ class Settings:
             rapyd_tolerance=env.get(
                 "HOOKPIPE_RAPYD_TOLERANCE", defaults.rapyd_tolerance, _positive_float
             ),
-            flexprice_secrets=tuple(
-                _svix_key(s) for s in env.secrets("HOOKPIPE_FLEXPRICE_SECRET")
-            ) if env.has("HOOKPIPE_FLEXPRICE_SECRET") else (),
+            flexprice_secrets=tuple(_svix_key(s) for s in env.secrets("HOOKPIPE_FLEXPRICE_SECRET"))
+            if env.has("HOOKPIPE_FLEXPRICE_SECRET")
+            else (),
             flexprice_tolerance=env.get(
                 "HOOKPIPE_FLEXPRICE_TOLERANCE", defaults.flexprice_tolerance, _positive_float
             ),
             declare_topology=env.get("HOOKPIPE_DECLARE_TOPOLOGY", defaults.declare_topology, _bool),
-            max_body_bytes=env.get("HOOKPIPE_MAX_BODY_BYTES", defaults.max_body_bytes, _positive_int),
+            max_body_bytes=env.get(
+                "HOOKPIPE_MAX_BODY_BYTES", defaults.max_body_bytes, _positive_int
+            ),
             publish_timeout=env.get(
                 "HOOKPIPE_PUBLISH_TIMEOUT", defaults.publish_timeout, _positive_float
             ),
-            delivery_limit=env.get("HOOKPIPE_DELIVERY_LIMIT", defaults.delivery_limit, _positive_int),
+            delivery_limit=env.get(
+                "HOOKPIPE_DELIVERY_LIMIT", defaults.delivery_limit, _positive_int
+            ),
             retry=RetryPolicy(
                 delays=env.get("HOOKPIPE_RETRY_DELAYS", retry_defaults.delays, _delays),
                 max_attempts=env.get(
@@ -361,7 +372,9 @@ def _delays(value: str) -> tuple[float, ...]:
 
 def _networks(value: str) -> tuple[IPNetwork, ...]:
     return tuple(
-        ipaddress.ip_network(part.strip(), strict=False) for part in value.split(",") if part.strip()
+        ipaddress.ip_network(part.strip(), strict=False)
+        for part in value.split(",")
+        if part.strip()
     )
 
 

@@ -82,8 +82,9 @@ def test_settings(amqp_url: str, tmp_path_factory: pytest.TempPathFactory) -> Se
         rapyd_access_key=RAPYD_ACCESS_KEY,
         rapyd_secret_key=RAPYD_SECRET_KEY,
         rapyd_webhook_url="https://hooks.example.test/webhooks/rapyd",
-        flexprice_secrets=(Settings.from_env({"HOOKPIPE_FLEXPRICE_SECRET": FLEXPRICE_SECRET})
-                           .flexprice_secrets),
+        flexprice_secrets=(
+            Settings.from_env({"HOOKPIPE_FLEXPRICE_SECRET": FLEXPRICE_SECRET}).flexprice_secrets
+        ),
         publish_timeout=2.0,
         delivery_limit=5,
         retry=RetryPolicy(delays=(0.2, 0.4), max_attempts=3, jitter=0.1),
@@ -129,7 +130,9 @@ async def broker(
     """The topology declared in the test vhost, every queue empty; yields a channel."""
     channel = await amqp.channel()
     await topology.declare(channel, test_settings)
-    retry_queues = [topology.retry_queue_name(d) for d in topology.retry_delays_ms(test_settings.retry)]
+    retry_queues = [
+        topology.retry_queue_name(d) for d in topology.retry_delays_ms(test_settings.retry)
+    ]
     for name in (*ALL_QUEUES, *retry_queues):
         queue = await channel.get_queue(name, ensure=False)
         await queue.purge()

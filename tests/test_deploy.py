@@ -83,7 +83,10 @@ def imported_definitions() -> Any:
     # Through stdin: the broker runs as its own user and may not read the test's temp dir.
     subprocess.run(
         ["rabbitmqctl", "-q", "import_definitions", "--format", "json"],
-        input=json.dumps(document).encode(), check=True, capture_output=True, timeout=60,
+        input=json.dumps(document).encode(),
+        check=True,
+        capture_output=True,
+        timeout=60,
     )
     rabbitmqctl("await_startup")
 
@@ -131,4 +134,6 @@ async def test_worker_user_may_consume_but_not_publish_events(imported_definitio
         channel = await connection.channel(publisher_confirms=True)
         exchange = await channel.get_exchange(c.EVENTS_EXCHANGE, ensure=False)
         with pytest.raises(aiormq.exceptions.ChannelAccessRefused):
-            await exchange.publish(aio_pika.Message(b"{}"), routing_key="jodo.order.payment.debited")
+            await exchange.publish(
+                aio_pika.Message(b"{}"), routing_key="jodo.order.payment.debited"
+            )

@@ -10,7 +10,9 @@ from hookpipe.settings import Settings
 from tests.conftest import get_message, queue_depth
 
 
-async def test_declare_is_idempotent(broker: aio_pika.abc.AbstractChannel, test_settings: Settings) -> None:
+async def test_declare_is_idempotent(
+    broker: aio_pika.abc.AbstractChannel, test_settings: Settings
+) -> None:
     await topology.declare(broker, test_settings)
     await topology.declare(broker, test_settings)
     for name in c.HANDLED_QUEUES:
@@ -20,7 +22,9 @@ async def test_declare_is_idempotent(broker: aio_pika.abc.AbstractChannel, test_
 
 async def test_routing_key_reaches_its_own_queue_only(broker: aio_pika.abc.AbstractChannel) -> None:
     exchange = await broker.get_exchange(c.EVENTS_EXCHANGE, ensure=False)
-    await exchange.publish(aio_pika.Message(b"{}", message_id="jodo:1"), routing_key="jodo.order.payment.debited")
+    await exchange.publish(
+        aio_pika.Message(b"{}", message_id="jodo:1"), routing_key="jodo.order.payment.debited"
+    )
     message = await get_message(broker, "jodo.order.payment.debited")
     assert message.message_id == "jodo:1"
     assert await queue_depth(broker, "jodo.direct.payment.cancelled") == 0
@@ -28,7 +32,9 @@ async def test_routing_key_reaches_its_own_queue_only(broker: aio_pika.abc.Abstr
 
 async def test_unbound_event_type_lands_in_unrouted(broker: aio_pika.abc.AbstractChannel) -> None:
     exchange = await broker.get_exchange(c.EVENTS_EXCHANGE, ensure=False)
-    await exchange.publish(aio_pika.Message(b"{}", message_id="flexprice:x"), routing_key="flexprice.wallet.created")
+    await exchange.publish(
+        aio_pika.Message(b"{}", message_id="flexprice:x"), routing_key="flexprice.wallet.created"
+    )
     message = await get_message(broker, c.UNROUTED_QUEUE)
     assert message.routing_key == "flexprice.wallet.created"
 
@@ -39,7 +45,11 @@ async def test_retry_queue_expires_back_into_the_origin_queue(
     delay_ms = topology.retry_delays_ms(test_settings.retry)[0]
     retry_x = await broker.get_exchange(c.RETRY_PREFIX, ensure=False)
     await retry_x.publish(
-        aio_pika.Message(b"again", headers={topology.RETRY_DELAY_HEADER: str(delay_ms)}, expiration=delay_ms / 1000),
+        aio_pika.Message(
+            b"again",
+            headers={topology.RETRY_DELAY_HEADER: str(delay_ms)},
+            expiration=delay_ms / 1000,
+        ),
         routing_key="rapyd.INVOICE_PAYMENT_CREATED",
     )
     assert await queue_depth(broker, "rapyd.INVOICE_PAYMENT_CREATED") == 0
@@ -48,7 +58,9 @@ async def test_retry_queue_expires_back_into_the_origin_queue(
     assert await queue_depth(broker, "flexprice.payment.created") == 0
 
 
-async def test_dead_letter_exchange_routes_to_the_queue_dlq(broker: aio_pika.abc.AbstractChannel) -> None:
+async def test_dead_letter_exchange_routes_to_the_queue_dlq(
+    broker: aio_pika.abc.AbstractChannel,
+) -> None:
     dlx = await broker.get_exchange(c.DEAD_LETTER_EXCHANGE, ensure=False)
     await dlx.publish(aio_pika.Message(b"dead"), routing_key="jodo.order.payment.debited.dlq")
     message = await get_message(broker, "jodo.order.payment.debited.dlq")
