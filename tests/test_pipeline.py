@@ -1,0 +1,136 @@
+"""The whole pipeline in one process: each seed example POSTed to the real ingress, through its
+RabbitMQ queue, taken by the real worker with the real handlers, ends as one ledger row, on
+SQLite and on PostgreSQL. The provider's retry of the same webhook changes nothing."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from decimal import Decimal
+
+import aio_pika
+import pytest
+
+from hookpipe import topology
+from hookpipe.settings import Settings
+from tests.conftest import fixture_bytes, queue_depth
+from tests.dreamclass_fake import FakeDreamClass
+from tests.dreamclass_fake import dreamclass_fake as dreamclass_fake  # the fixture
+from tests.ingress_support import Ingress, StartIngress, signed
+from tests.worker_support import wait_until
+from workers.handlers import open_handlers
+from workers.ledger import Ledger, Payment
+from workers.runtime import Worker
+
+pytest_plugins = ("tests.ingress_fixtures",)
+
+Channel = aio_pika.abc.AbstractChannel
+
+# provider -> (seed fixture, the payment it is about, what the ledger must hold of it)
+EXPECTED: dict[str, tuple[str, str, tuple[str, Decimal, str]]] = {
+    "jodo": (
+        "jodo.order.payment.debited.json",
+        "order_12343532424",
+        ("paid", Decimal("10000"), "INR"),
+    ),
+    "dreamclass": ("dreamclass.PAYMENT_CREATED.json", "5", ("paid", Decimal("300.00"), "EUR")),
+    "rapyd": (
+        "rapyd.INVOICE_PAYMENT_CREATED.json",
+        "payment_93bdf7d314a246a3b41024890c15c33d",
+        ("paid", Decimal("800"), "MXN"),
+    ),
+    "flexprice": (
+        "flexprice.payment.created.json",
+        "pay_01JPB3N5W2X9QF7R4T",
+        ("pending", Decimal("149.99"), "USD"),
+    ),
+}
+
+
+QUEUES = {
+    "jodo": "jodo.order.payment.debited",
+    "dreamclass": "dreamclass.PAYMENT_CREATED",
+    "rapyd": "rapyd.INVOICE_PAYMENT_CREATED",
+    "flexprice": "flexprice.payment.created",
+}
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    ingress: Ingress
+    worker: Worker
+    ledger: Ledger
+
+    def processed(self, queue: str) -> float:
+        """Messages of `queue` the worker has finished with successfully."""
+        sample = self.worker.metrics.registry.get_sample_value(
+            "hookpipe_worker_processed_total", {"queue": queue}
+        )
+        return sample or 0.0
+
+
+@pytest.fixture
+async def pipeline(
+    broker: Channel,
+    start_ingress: StartIngress,
+    make_settings: Callable[..., Settings],
+    ledger_url: str,
+    dreamclass_fake: FakeDreamClass,
+) -> AsyncIterator[Pipeline]:
+    """An ingress and a worker on every handled queue, sharing a fresh ledger."""
+    dreamclass_fake.add_payment(16, 5, amount="300.00", status=1)
+    settings = dreamclass_fake.settings(make_settings(ledger_url=ledger_url))
+    ingress = await start_ingress(settings)
+    async with open_handlers(settings) as handlers, Worker(settings, handlers) as worker:
+        ledger = await Ledger.open(ledger_url)
+        try:
+            yield Pipeline(ingress, worker, ledger)
+        finally:
+            await ledger.close()
+
+
+async def _payment(ledger: Ledger, provider: str, payment_id: str) -> Payment:
+    found: list[Payment] = []
+
+    async def recorded() -> bool:
+        payment = await ledger.get(provider, payment_id)
+        if payment is not None:
+            found[:] = [payment]
+        return payment is not None
+
+    await wait_until(recorded, what=f"{provider} {payment_id} in the ledger")
+    return found[0]
+
+
+@pytest.mark.parametrize("provider", list(EXPECTED))
+async def test_a_seed_webhook_becomes_one_ledger_row_and_its_retry_changes_nothing(
+    pipeline: Pipeline, broker: Channel, provider: str
+) -> None:
+    seed, payment_id, (status, amount, currency) = EXPECTED[provider]
+    body, headers = signed(provider, None if provider == "dreamclass" else fixture_bytes(seed))
+    queue = QUEUES[provider]
+
+    first = await pipeline.ingress.post(provider, body, headers)
+    assert first.status == 200, await first.text()
+    payment = await _payment(pipeline.ledger, provider, payment_id)
+    assert (payment.status, payment.amount, payment.currency) == (status, amount, currency)
+    assert len(payment.events) == 1
+
+    # The provider did not see the 200 and sends the same webhook again.
+    again = await pipeline.ingress.post(provider, body, headers)
+    assert again.status == 200
+    await wait_until(lambda: pipeline.processed(queue) == 2, what="the retry handled")
+    assert await pipeline.ledger.get(provider, payment_id) == payment
+    assert await queue_depth(broker, topology.dlq_name(queue)) == 0
+
+
+async def test_the_jodo_cancellation_seed_reverses_the_direct_payment(pipeline: Pipeline) -> None:
+    body, headers = signed("jodo", fixture_bytes("jodo.direct.payment.cancelled.json"))
+
+    response = await pipeline.ingress.post("jodo", body, headers)
+
+    assert response.status == 200, await response.text()
+    payment = await _payment(pipeline.ledger, "jodo", "direct_3257")
+    assert payment.status == "reversed"
+    assert payment.amount == Decimal("5000.00")
+    assert payment.events == ("9c7ae52e-dad6-4dff-948e-cdfc2926cf7b",)
