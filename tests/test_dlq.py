@@ -1,0 +1,495 @@
+"""`hookpipe dlq`: list, show, replay and purge dead letters against the real RabbitMQ.
+
+Most tests put dead letters in a DLQ as a worker does (the same headers) and look at what the
+operations leave behind; one has the real worker dead-letter DreamClass messages for want of the
+DreamClass API, then replays them once the API is there. The CLI is run as a user runs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import aio_pika
+import orjson
+import pytest
+
+from hookpipe import constants as c
+from hookpipe import topology
+from hookpipe.settings import Settings
+from tests.conftest import queue_depth
+from tests.dreamclass_fake import FakeDreamClass
+from tests.dreamclass_fake import dreamclass_fake as dreamclass_fake  # the fixture
+from tests.ingress_support import dreamclass_body
+from tests.worker_support import publish_event, subprocess_env, wait_until
+from workers import dlq_ops
+from workers.dlq_ops import ReplayFilter
+from workers.handlers import open_handlers
+from workers.ledger import Ledger
+from workers.runtime import Worker
+
+Channel = aio_pika.abc.AbstractChannel
+Q = "flexprice.payment.failed"
+DLQ = topology.dlq_name(Q)
+HOUR_MS = 3_600_000
+
+
+async def dead_letter(
+    channel: Channel,
+    event_id: str,
+    *,
+    queue: str = Q,
+    event_type: str | None = None,
+    failed_ms_ago: int = 0,
+    error: str = "the database is restarting",
+) -> None:
+    """Put a message in `queue`'s DLQ with the headers the worker gives a dead letter."""
+    provider, _, default_type = queue.partition(".")
+    failed_at = time.time_ns() // 1_000_000 - failed_ms_ago
+    message = aio_pika.Message(
+        orjson.dumps({"id": event_id, "customer_email": "ada@example.com"}),
+        message_id=f"{provider}:{event_id}",
+        type=event_type or default_type,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        headers={
+            c.HEADER_ATTEMPT: 6,
+            c.HEADER_QUEUE: queue,
+            c.HEADER_ERROR_TYPE: "TransientError",
+            c.HEADER_ERROR: error,
+            c.HEADER_FIRST_FAILURE: failed_at - 60_000,
+            c.HEADER_LAST_FAILURE: failed_at,
+            c.HEADER_WORKER: "worker@test[1]",
+        },
+    )
+    await channel.default_exchange.publish(message, routing_key=topology.dlq_name(queue))
+
+
+async def message_ids(channel: Channel, queue: str) -> list[str]:
+    """Every message id of a queue, in order, taking them out."""
+    found = []
+    queue_ = await channel.get_queue(queue, ensure=False)
+    while (message := await queue_.get(no_ack=True, fail=False)) is not None:
+        found.append(str(message.message_id))
+    return found
+
+
+def ids(*numbers: int) -> list[str]:
+    return [f"flexprice:evt-{n}" for n in numbers]
+
+
+@pytest.fixture
+async def six(broker: Channel) -> Channel:
+    """Six dead letters: evt-0..5; odd ones are payment.success, evt-0 and evt-1 failed 2 h ago."""
+    for n in range(6):
+        await dead_letter(
+            broker,
+            f"evt-{n}",
+            event_type="payment.success" if n % 2 else None,
+            failed_ms_ago=2 * HOUR_MS if n < 2 else 0,
+        )
+    return broker
+
+
+# --- list and show ---------------------------------------------------------------------------
+
+
+async def test_list_counts_each_dlq_and_ages_its_oldest(
+    six: Channel, test_settings: Settings
+) -> None:
+    summaries = {s.queue: s for s in await dlq_ops.list_dlqs(test_settings)}
+
+    assert set(summaries) == set(c.HANDLED_QUEUES)
+    assert summaries[Q].messages == 6
+    oldest = summaries[Q].oldest_failed_at
+    assert oldest is not None
+    assert (
+        timedelta(hours=1, minutes=59) < datetime.now(UTC) - oldest < timedelta(hours=2, minutes=1)
+    )
+    assert summaries["jodo.order.payment.debited"].messages == 0
+    assert summaries["jodo.order.payment.debited"].oldest_failed_at is None
+    assert await queue_depth(six, DLQ) == 6
+
+
+async def test_show_reads_the_reasons_and_removes_nothing(
+    six: Channel, test_settings: Settings
+) -> None:
+    total, letters = await dlq_ops.show(test_settings, Q, limit=4)
+
+    assert total == 6
+    assert [f"{letter.provider}:{letter.event_id}" for letter in letters] == ids(0, 1, 2, 3)
+    first = letters[0]
+    assert (first.error_type, first.error, first.attempts) == (
+        "TransientError",
+        "the database is restarting",
+        6,
+    )
+    assert first.first_failure is not None and first.last_failure is not None
+    assert first.last_failure - first.first_failure == timedelta(minutes=1)
+    assert letters[1].event_type == "payment.success"
+    # Masked unless revealed.
+    assert dlq_ops.shown_body(first.body)["customer_email"] == dlq_ops.MASK
+    assert "ada@example.com" in dlq_ops.shown_body(first.body, reveal=True)
+    assert await message_ids(six, DLQ) == ids(0, 1, 2, 3, 4, 5)
+
+
+# --- replay ----------------------------------------------------------------------------------
+
+
+async def test_replay_moves_everything_to_its_queue_reset_and_marked(
+    six: Channel, test_settings: Settings
+) -> None:
+    report = await dlq_ops.replay(test_settings, Q)
+
+    assert (report.moved, report.kept, report.failed, report.interrupted) == (6, 0, 0, False)
+    assert await queue_depth(six, DLQ) == 0
+    queue = await six.get_queue(Q, ensure=False)
+    moved = []
+    while (message := await queue.get(no_ack=True, fail=False)) is not None:
+        moved.append(message)
+    assert [m.message_id for m in moved] == ids(0, 1, 2, 3, 4, 5)
+    headers = moved[0].headers
+    assert headers[c.HEADER_ATTEMPT] == 0
+    assert headers[c.HEADER_REPLAY_COUNT] == 1
+    assert abs(int(str(headers[c.HEADER_REPLAYED_AT])) - time.time() * 1000) < 10_000
+    assert c.HEADER_ERROR not in headers
+    assert c.HEADER_LAST_FAILURE not in headers
+    assert moved[0].body == orjson.dumps({"id": "evt-0", "customer_email": "ada@example.com"})
+
+
+async def test_replay_by_event_type_keeps_the_rest_in_order(
+    six: Channel, test_settings: Settings
+) -> None:
+    report = await dlq_ops.replay(test_settings, Q, ReplayFilter(event_type="payment.success"))
+
+    assert (report.moved, report.kept) == (3, 3)
+    assert await message_ids(six, Q) == ids(1, 3, 5)
+    assert await message_ids(six, DLQ) == ids(0, 2, 4)
+
+
+async def test_replay_since_moves_only_the_recent_failures(
+    six: Channel, test_settings: Settings
+) -> None:
+    since = datetime.now(UTC) - timedelta(hours=1)
+
+    report = await dlq_ops.replay(test_settings, Q, ReplayFilter(since=since))
+
+    assert (report.moved, report.kept) == (4, 2)
+    assert await message_ids(six, Q) == ids(2, 3, 4, 5)
+    assert await message_ids(six, DLQ) == ids(0, 1)
+
+
+async def test_replay_limit_moves_the_first_n_and_keeps_the_rest_in_order(
+    six: Channel, test_settings: Settings
+) -> None:
+    report = await dlq_ops.replay(
+        test_settings, Q, ReplayFilter(event_type="payment.failed", limit=2)
+    )
+
+    assert report.moved == 2
+    assert await message_ids(six, Q) == ids(0, 2)
+    assert await message_ids(six, DLQ) == ids(1, 3, 4, 5)
+
+
+async def test_dry_run_says_what_would_move_and_moves_nothing(
+    six: Channel, test_settings: Settings
+) -> None:
+    steps: list[dlq_ops.ReplayStep] = []
+
+    report = await dlq_ops.replay(
+        test_settings,
+        Q,
+        ReplayFilter(event_type="payment.success"),
+        dry_run=True,
+        on_step=steps.append,
+    )
+
+    assert (report.moved, report.would_move, report.kept) == (0, 3, 3)
+    assert [s.action for s in steps] == ["kept", "would-move"] * 3
+    assert await queue_depth(six, Q) == 0
+    assert await message_ids(six, DLQ) == ids(0, 1, 2, 3, 4, 5)
+
+
+async def test_replay_keeps_to_the_rate(six: Channel, test_settings: Settings) -> None:
+    started = time.monotonic()
+
+    report = await dlq_ops.replay(test_settings, Q, rate=10)
+
+    elapsed = time.monotonic() - started
+    assert report.moved == 6
+    # Six messages at 10 per second: the last may go 0.5 s after the first, not sooner.
+    assert elapsed >= 0.5
+    assert elapsed < 3
+
+
+async def test_a_stop_midway_leaves_each_message_in_exactly_one_place(
+    six: Channel, test_settings: Settings
+) -> None:
+    stop = asyncio.Event()
+    moved: list[str] = []
+
+    def on_step(step: dlq_ops.ReplayStep) -> None:
+        if step.action == "moved":
+            moved.append(str(step.letter.message_id))
+            if len(moved) == 2:
+                stop.set()
+
+    report = await dlq_ops.replay(test_settings, Q, stop=stop, on_step=on_step)
+
+    assert report.interrupted
+    assert report.moved == 2
+    assert await message_ids(six, Q) == ids(0, 1)
+    assert await message_ids(six, DLQ) == ids(2, 3, 4, 5)
+
+
+# --- purge -----------------------------------------------------------------------------------
+
+
+async def test_purge_older_than_removes_only_the_old_ones(
+    six: Channel, test_settings: Settings
+) -> None:
+    report = await dlq_ops.purge(test_settings, Q, older_than=timedelta(hours=1))
+
+    assert (report.removed, report.kept) == (2, 4)
+    assert await message_ids(six, DLQ) == ids(2, 3, 4, 5)
+
+
+async def test_purge_asks_first_and_a_no_removes_nothing(
+    six: Channel, test_settings: Settings
+) -> None:
+    asked: list[int] = []
+
+    async def no(count: int) -> bool:
+        asked.append(count)
+        return False
+
+    report = await dlq_ops.purge(test_settings, Q, confirm=no)
+
+    assert asked == [6]
+    assert report.removed == 0
+    assert await queue_depth(six, DLQ) == 6
+
+
+# --- with the real worker --------------------------------------------------------------------
+
+
+DC_QUEUE = "dreamclass.PAYMENT_CREATED"
+
+
+async def test_dead_letters_of_a_missing_api_reach_the_ledger_once_after_the_fix(
+    broker: Channel,
+    make_settings: Callable[..., Settings],
+    ledger_url: str,
+    dreamclass_fake: FakeDreamClass,
+) -> None:
+    unconfigured = make_settings(ledger_url=ledger_url)
+    events = {"evt-dc-1": 5, "evt-dc-2": 6}
+    for event_id, payment_id in events.items():
+        await publish_event(
+            broker, DC_QUEUE, _payment_body(event_id, payment_id), event_id=event_id
+        )
+    async with open_handlers(unconfigured) as handlers, Worker(unconfigured, handlers):
+        await wait_until(
+            lambda: _depth_is(broker, topology.dlq_name(DC_QUEUE), 2), what="two dead letters"
+        )
+    [summary] = await dlq_ops.list_dlqs(unconfigured, [DC_QUEUE])
+    assert summary.messages == 2
+    _, letters = await dlq_ops.show(unconfigured, DC_QUEUE)
+    assert all("DreamClass API not configured" in str(letter.error) for letter in letters)
+
+    # The cause fixed: the API configured, the payments there.
+    for payment_id in events.values():
+        dreamclass_fake.add_payment(16, payment_id, amount="300.00", status=1)
+    configured = dreamclass_fake.settings(unconfigured)
+    ledger = await Ledger.open(ledger_url)
+    try:
+        async with open_handlers(configured) as handlers, Worker(configured, handlers) as worker:
+            report = await dlq_ops.replay(configured, DC_QUEUE)
+            assert report.moved == 2
+            await wait_until(lambda: _paid(ledger, "5", "6"), what="both payments recorded")
+            # The same dead letter replayed again (an operator's second try) changes nothing.
+            before = await ledger.get("dreamclass", "5")
+            await publish_event(broker, DC_QUEUE, _payment_body("evt-dc-1", 5), event_id="evt-dc-1")
+            await wait_until(
+                lambda: _processed(worker, DC_QUEUE) == 3, what="the second try handled"
+            )
+            assert await ledger.get("dreamclass", "5") == before
+        payment = await ledger.get("dreamclass", "5")
+        assert payment is not None and payment.events == ("evt-dc-1",)
+    finally:
+        await ledger.close()
+    assert await queue_depth(broker, topology.dlq_name(DC_QUEUE)) == 0
+
+
+def _payment_body(event_id: str, payment_id: int) -> bytes:
+    """The DreamClass seed as event `event_id` about payment `payment_id`."""
+    body = orjson.loads(dreamclass_body(event_id=event_id))
+    body["data"]["id"] = payment_id
+    return orjson.dumps(body)
+
+
+def _processed(worker: Worker, queue: str) -> float:
+    sample = worker.metrics.registry.get_sample_value(
+        "hookpipe_worker_processed_total", {"queue": queue}
+    )
+    return sample or 0.0
+
+
+async def _depth_is(channel: Channel, queue: str, depth: int) -> bool:
+    return await queue_depth(channel, queue) == depth
+
+
+async def _paid(ledger: Ledger, *payment_ids: str) -> bool:
+    for payment_id in payment_ids:
+        payment = await ledger.get("dreamclass", payment_id)
+        if payment is None or payment.status != "paid":
+            return False
+    return True
+
+
+# --- the command, as a user runs it ----------------------------------------------------------
+
+
+async def run_cli(settings: Settings, *args: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "hookpipe.cli",
+        *args,
+        env=subprocess_env(settings),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_cli_list_json_gives_a_line_per_dlq(six: Channel, test_settings: Settings) -> None:
+    code, out, _ = await run_cli(test_settings, "dlq", "list", "--json")
+
+    assert code == 0
+    lines = [orjson.loads(line) for line in out.splitlines()]
+    assert len(lines) == len(c.HANDLED_QUEUES)
+    [ours] = [line for line in lines if line["dlq"] == DLQ]
+    assert ours["messages"] == 6
+    assert 7100 < ours["oldest_age_seconds"] < 7300
+
+
+async def test_cli_show_masks_personal_data_unless_revealed(
+    six: Channel, test_settings: Settings
+) -> None:
+    code, out, _ = await run_cli(test_settings, "dlq", "show", "--queue", DLQ, "--limit", "1")
+    assert code == 0
+    assert "evt-0" in out and "the database is restarting" in out
+    assert "ada@example.com" not in out
+
+    code, out, _ = await run_cli(
+        test_settings, "dlq", "show", "--queue", Q, "--limit", "1", "--reveal", "--json"
+    )
+    assert code == 0
+    [letter] = [orjson.loads(line) for line in out.splitlines()]
+    assert orjson.loads(letter["body"])["customer_email"] == "ada@example.com"
+    assert await queue_depth(six, DLQ) == 6
+
+
+async def test_cli_replay_json_prints_each_step_and_a_summary(
+    six: Channel, test_settings: Settings
+) -> None:
+    code, out, _ = await run_cli(
+        test_settings, "dlq", "replay", "--queue", Q, "--event-type", "payment.success", "--json"
+    )
+
+    assert code == 0
+    lines = [orjson.loads(line) for line in out.splitlines()]
+    assert lines[-1]["summary"]["moved"] == 3
+    assert lines[-1]["summary"]["kept"] == 3
+    assert len(lines) == 7
+    assert await message_ids(six, Q) == ids(1, 3, 5)
+
+
+async def test_cli_refuses_an_unknown_queue_with_exit_2(test_settings: Settings) -> None:
+    code, _, err = await run_cli(test_settings, "dlq", "show", "--queue", "jodo.nope")
+
+    assert code == 2
+    assert "not a handled queue" in err
+
+
+async def test_cli_purge_without_yes_and_nobody_to_ask_refuses(
+    six: Channel, test_settings: Settings
+) -> None:
+    code, _, err = await run_cli(test_settings, "dlq", "purge", "--queue", Q)
+
+    assert code == 2
+    assert "--yes" in err
+    assert await queue_depth(six, DLQ) == 6
+
+
+async def test_cli_purge_yes_says_how_many_it_removed(
+    six: Channel, test_settings: Settings
+) -> None:
+    code, out, _ = await run_cli(test_settings, "dlq", "purge", "--queue", Q, "--yes")
+
+    assert code == 0
+    assert "6" in out
+    assert await queue_depth(six, DLQ) == 0
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGKILL])
+async def test_a_replay_killed_midway_loses_nothing(
+    broker: Channel, test_settings: Settings, signum: signal.Signals
+) -> None:
+    for n in range(40):
+        await dead_letter(broker, f"evt-{n}")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "hookpipe.cli",
+        "dlq",
+        "replay",
+        "--queue",
+        Q,
+        "--rate",
+        "20",
+        "--json",
+        env=subprocess_env(test_settings),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    moved = 0
+    while moved < 5:
+        line = orjson.loads(await asyncio.wait_for(process.stdout.readline(), 10))
+        moved += line.get("action") == "moved"
+    os.kill(process.pid, signum)
+    out, _ = await asyncio.wait_for(process.communicate(), 15)
+
+    in_queue = await message_ids(broker, Q)
+    # The broker gives back what the dead client held once it sees the connection gone.
+    await wait_until(
+        lambda: _at_least(broker, DLQ, 40 - len(in_queue)), what="the DLQ's messages back"
+    )
+    in_dlq = await message_ids(broker, DLQ)
+    everything = ids(*range(40))
+    assert 5 <= len(in_queue) < 40
+    if signum == signal.SIGINT:
+        # Stopped cleanly: exit 130, a summary that says how far it got, no message twice.
+        assert process.returncode == 130
+        summary = orjson.loads(out.splitlines()[-1])["summary"]
+        assert summary["moved"] == len(in_queue)
+        assert summary["interrupted"] is True
+        assert sorted(in_queue + in_dlq) == sorted(everything)
+        assert in_queue == everything[: len(in_queue)]
+    else:
+        # Killed: a message confirmed but not yet acknowledged may be in both; none is lost.
+        assert set(in_queue) | set(in_dlq) == set(everything)
+        assert len(in_queue) + len(in_dlq) <= 41
+
+
+async def _at_least(channel: Channel, queue: str, depth: int) -> bool:
+    return await queue_depth(channel, queue) >= depth
