@@ -1,0 +1,589 @@
+"""The measurements: each phase fills its figures, and the ceilings they are compared with.
+
+Every figure is measured in the same run as its ceiling, on the same broker and database, with
+the same load generator and message size, so that the ratio says how much of what the machine
+can do hookpipe's own code leaves on the table.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import ledger_probe, payloads, wrk
+from bench.context import Bench, Unavailable
+from bench.procs import python_argv
+from bench.report import Figure
+from bench.stats import latency_summary
+
+# Spec §8.
+INGRESS_SHARE = 0.8
+INGRESS_P99_MS = 10.0
+WORKER_PG_RATE = 2000.0
+E2E_RATE = 1000.0
+E2E_P99_MS = 50.0
+INGRESS_RSS_MB = 80.0
+WORKER_RSS_MB = 150.0
+# "No growth": what a process may still gain per 100k webhooks once warm. Allocator arenas and
+# caches settle in steps, so zero is not measurable; 1 MB per 100k stays under 10 MB at 1M.
+GROWTH_PER_100K_MB = 1.0
+# Webhooks the spec's memory target speaks of; the readings are extrapolated to it.
+SPEC_MEMORY_EVENTS = 1_000_000
+# Each wrk run gets events of its own; past this many requests they repeat (noted if so).
+WRK_EVENTS = 60_000
+
+
+def catalog() -> dict[str, Figure]:
+    """Every figure of a run, empty, in the order they are printed."""
+
+    def at_least(share: float) -> Callable[[float, float | None], bool]:
+        return lambda value, ceiling: ceiling is not None and value >= share * ceiling
+
+    def at_most(limit: float) -> Callable[[float, float | None], bool]:
+        return lambda value, _: value <= limit
+
+    def at_least_abs(limit: float) -> Callable[[float, float | None], bool]:
+        return lambda value, _: value >= limit
+
+    figures = [
+        Figure(
+            "ingress_rate",
+            "ingress: signed webhooks confirmed, 1 process",
+            "/s",
+            ceiling_label="bare confirmed-publish loop",
+            target_label=f">= {INGRESS_SHARE} x ceiling",
+            check=at_least(INGRESS_SHARE),
+        ),
+        Figure(
+            "ingress_rate_http",
+            "ingress (same run) vs a bare aiohttp 200",
+            "/s",
+            ceiling_label="bare aiohttp handler",
+        ),
+        Figure(
+            "ingress_p50",
+            "ingress p50 at half its max rate",
+            "ms",
+            ceiling_label="bare aiohttp, same rate",
+        ),
+        Figure(
+            "ingress_p99",
+            "ingress p99 at half its max rate",
+            "ms",
+            ceiling_label="bare aiohttp, same rate",
+            target_label=f"<= {INGRESS_P99_MS:g} ms",
+            check=at_most(INGRESS_P99_MS),
+        ),
+        Figure(
+            "worker_pg",
+            "worker on PostgreSQL: decode + ledger + ack",
+            "/s",
+            ceiling_label="bare consume + ack",
+            target_label=f">= {WORKER_PG_RATE:,.0f}/s",
+            check=at_least_abs(WORKER_PG_RATE),
+        ),
+        Figure(
+            "worker_sqlite",
+            "worker on SQLite: decode + ledger + ack",
+            "/s",
+            ceiling_label="bare consume + ack",
+        ),
+        Figure(
+            "e2e_p50",
+            "end to end p50, POST to ledger commit",
+            "ms",
+            ceiling_label="bare publish + insert pipeline",
+        ),
+        Figure(
+            "e2e_p99",
+            "end to end p99, POST to ledger commit",
+            "ms",
+            ceiling_label="bare publish + insert pipeline",
+            target_label=f"<= {E2E_P99_MS:g} ms",
+            check=at_most(E2E_P99_MS),
+        ),
+        Figure(
+            "ingress_rss",
+            "ingress RSS after the long run",
+            "MB",
+            ceiling_label="bare aiohttp + publish",
+            target_label=f"<= {INGRESS_RSS_MB:g} MB",
+            check=at_most(INGRESS_RSS_MB),
+        ),
+        Figure(
+            "ingress_rss_1m",
+            "ingress RSS at 1M webhooks (extrapolated)",
+            "MB",
+            target_label=f"<= {INGRESS_RSS_MB:g} MB",
+            check=at_most(INGRESS_RSS_MB),
+        ),
+        Figure(
+            "ingress_growth",
+            "ingress RSS growth per 100k webhooks",
+            "MB",
+            target_label=f"<= {GROWTH_PER_100K_MB:g} MB (no growth)",
+            check=at_most(GROWTH_PER_100K_MB),
+        ),
+        Figure(
+            "worker_rss",
+            "worker RSS after the long run",
+            "MB",
+            ceiling_label="bare consume + insert",
+            target_label=f"<= {WORKER_RSS_MB:g} MB",
+            check=at_most(WORKER_RSS_MB),
+        ),
+        Figure(
+            "worker_rss_1m",
+            "worker RSS at 1M webhooks (extrapolated)",
+            "MB",
+            target_label=f"<= {WORKER_RSS_MB:g} MB",
+            check=at_most(WORKER_RSS_MB),
+        ),
+        Figure(
+            "worker_growth",
+            "worker RSS growth per 100k webhooks",
+            "MB",
+            target_label=f"<= {GROWTH_PER_100K_MB:g} MB (no growth)",
+            check=at_most(GROWTH_PER_100K_MB),
+        ),
+    ]
+    return {fig.key: fig for fig in figures}
+
+
+def ingress_written() -> bool:
+    return importlib.util.find_spec("ingress.command") is not None
+
+
+NOT_WRITTEN = "the ingress is not written yet (no ingress/command.py)"
+
+
+# ---------------------------------------------------------------------------------------------
+# Ingress throughput
+
+
+async def _closed_load(b: Bench, port: int, name: str) -> dict[str, Any]:
+    """Maximum rate of 2xx answers: wrk when there is one, else the Python generator."""
+    s = b.scale
+    wrk_path = b.results.get("wrk_path")
+    if wrk_path:
+        script = Path(b.results["wrk_script"])
+        # A warm-up run first (JIT-less Python still warms caches, pools and the broker).
+        _, warm_data = wrk.write_inputs(b.workdir, b.series(), _wrk_events(b))
+        await wrk.run(
+            wrk_path, port, script, warm_data, seconds=s.warmup, connections=s.connections
+        )
+        _, data = wrk.write_inputs(b.workdir, b.series(), _wrk_events(b))
+        result = await wrk.run(
+            wrk_path, port, script, data, seconds=s.seconds, connections=s.connections
+        )
+        result["generator"] = "wrk -t1"
+        return result
+    result = await b.loadgen(
+        name,
+        port,
+        "closed",
+        b.series(),
+        connections=s.connections,
+        seconds=s.seconds,
+        warmup=s.warmup,
+        timeout=s.seconds + s.warmup + 60,
+    )
+    result["ok"] = result["statuses"].get("200", 0)
+    result["generator"] = "python closed loop (bench.loadgen)"
+    return result
+
+
+def _wrk_events(b: Bench) -> int:
+    return WRK_EVENTS if b.scale.seconds >= 5 else 5_000
+
+
+async def ingress_throughput(b: Bench, figs: dict[str, Figure]) -> None:
+    """Ingress max rate under wrk, beside a bare confirmed-publish loop and a bare aiohttp."""
+    s = b.scale
+    rate, rate_http = figs["ingress_rate"], figs["ingress_rate_http"]
+    out = b.path("bare-publish.json")
+    publish = await b.run_job(
+        "bare-publish",
+        python_argv(
+            "bench.bare",
+            "publish",
+            "--url",
+            b.amqp_url,
+            "--seconds",
+            str(s.seconds),
+            "--warmup",
+            str(s.warmup),
+            "--concurrency",
+            str(s.connections),
+            "--series",
+            str(b.series()),
+            "--out",
+            str(out),
+        ),
+        out,
+        timeout=s.seconds + s.warmup + 60,
+    )
+    await b.purge()
+    rate.ceiling = publish["rate"]
+    b.results["bare_publish"] = publish
+
+    wrk_path, how = wrk.ensure_installed()
+    b.results["wrk"] = how
+    if wrk_path:
+        b.results["wrk_path"] = wrk_path
+        b.results["wrk_script"] = str(wrk.write_inputs(b.workdir, b.series(), 1)[0])
+    note = f"{s.connections} connections, {'wrk -t1' if wrk_path else 'python closed loop'}"
+
+    child, port = await b.start_bare_http()
+    try:
+        http = await _closed_load(b, port, "bare-http-load")
+    finally:
+        b.stop(child)
+    rate_http.ceiling = http["rate"]
+    b.results["bare_http"] = http
+
+    if not ingress_written():
+        raise Unavailable(NOT_WRITTEN)
+    child, port = await b.start_ingress()
+    try:
+        result = await _closed_load(b, port, "ingress-load")
+    finally:
+        b.stop(child)
+        await b.purge()
+    b.results["ingress"] = result
+    requests = result.get("requests", result.get("sent", 0))
+    if result["ok"] < 0.99 * requests:
+        raise RuntimeError(
+            f"the ingress answered only {result['ok']} of {requests} requests with 2xx: {result}"
+        )
+    rate.value = rate_http.value = result["rate"]
+    rate.note = rate_http.note = note
+
+
+# ---------------------------------------------------------------------------------------------
+# Ingress latency at half the maximum rate
+
+
+async def _open_load(
+    b: Bench,
+    port: int,
+    name: str,
+    rate: float,
+    seconds: float,
+    series: int,
+    *,
+    record: bool = False,
+) -> dict[str, Any]:
+    s = b.scale
+    result: dict[str, Any] = await b.loadgen(
+        name,
+        port,
+        "open",
+        series,
+        rate=round(rate, 1),
+        seconds=seconds,
+        warmup=s.warmup,
+        connections=64,
+        record=record,
+        timeout=seconds + s.warmup + 60,
+    )
+    bad = {k: v for k, v in result["statuses"].items() if k != "200"}
+    if bad:
+        raise RuntimeError(f"{name}: answers other than 200: {bad}")
+    if result["send_lag_ms"] > 50:
+        raise RuntimeError(
+            f"{name}: the generator fell {result['send_lag_ms']:.0f} ms behind its schedule"
+        )
+    return result
+
+
+async def ingress_latency(b: Bench, figs: dict[str, Figure]) -> None:
+    """p50 / p99 answer time at half the ingress's maximum rate, open loop."""
+    s = b.scale
+    p50, p99 = figs["ingress_p50"], figs["ingress_p99"]
+    if not ingress_written():
+        raise Unavailable(NOT_WRITTEN)
+    if "ingress" not in b.results:
+        raise Unavailable("needs the ingress's maximum rate, which was not measured")
+    rate = b.results["ingress"]["rate"] / 2
+    p50.note = p99.note = f"open loop at {rate:,.0f}/s for {s.latency_seconds:g} s"
+
+    child, port = await b.start_bare_http()
+    try:
+        bare = await _open_load(b, port, "bare-http-latency", rate, s.latency_seconds, b.series())
+    finally:
+        b.stop(child)
+    p50.ceiling, p99.ceiling = bare["latency_ms"]["p50"], bare["latency_ms"]["p99"]
+    b.results["bare_http_latency"] = bare["latency_ms"]
+
+    child, port = await b.start_ingress()
+    try:
+        result = await _open_load(b, port, "ingress-latency", rate, s.latency_seconds, b.series())
+    finally:
+        b.stop(child)
+        await b.purge()
+    b.results["ingress_latency"] = {"rate": rate, **result["latency_ms"]}
+    p50.value, p99.value = result["latency_ms"]["p50"], result["latency_ms"]["p99"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Worker throughput
+
+
+async def _bare_consume(b: Bench, count: int, pg_url: str | None = None) -> tuple[Any, Any]:
+    """Start the bare consumer for `count` messages; (its child, its result path)."""
+    out = b.path(f"bare-consume-{b.series():x}.json")
+    argv = python_argv(
+        "bench.bare",
+        "consume",
+        "--url",
+        b.amqp_url,
+        "--count",
+        str(count),
+        "--prefetch",
+        str(b.settings.worker_concurrency),
+        "--out",
+        str(out),
+        "--stay",
+    )
+    if pg_url is not None:
+        argv += ["--pg", pg_url]
+    return b.start("bare-consume", argv), out
+
+
+async def _worker_rate(b: Bench, ledger_url: str) -> float:
+    n = b.scale.worker_events
+    await b.purge()
+    await b.preload(b.series(), n)
+    worker = await b.start_worker(ledger_url)
+    try:
+        await b.wait_applied(ledger_url, n, [worker], timeout=max(60.0, n / 200))
+    finally:
+        b.stop(worker)
+    count, rate = await ledger_probe.apply_rate(ledger_url)
+    if count != n:
+        raise RuntimeError(f"{count} events applied of {n} preloaded")
+    return rate
+
+
+async def worker_throughput(b: Bench, figs: dict[str, Figure]) -> None:
+    """One worker draining N preloaded events, on PostgreSQL and SQLite, beside a bare consumer."""
+    n = b.scale.worker_events
+    pg, sqlite = figs["worker_pg"], figs["worker_sqlite"]
+    await b.purge()
+    await b.preload(b.series(), n)
+    child, out = await _bare_consume(b, n)
+    try:
+        bare = await b.wait_result(child, out, timeout=max(60.0, n / 500))
+    finally:
+        b.stop(child)
+    pg.ceiling = sqlite.ceiling = bare["rate"]
+    b.results["bare_consume"] = bare
+    pg.note = sqlite.note = (
+        f"{n:,} distinct events preloaded, concurrency {b.settings.worker_concurrency}; "
+        "rate from the ledger's applied_at stamps"
+    )
+    pg.value = await _worker_rate(b, await b.databases.create("worker"))
+    sqlite.value = await _worker_rate(b, f"sqlite:///{b.path('worker.sqlite3')}")
+
+
+# ---------------------------------------------------------------------------------------------
+# End to end
+
+
+async def _e2e_latencies(
+    ledger_url: str,
+    series: int,
+    load: dict[str, Any],
+    applied_timeout_s: float,
+    b: Bench,
+    watch: list[Any],
+) -> list[float]:
+    sent = load["sent"]
+    await b.wait_applied(ledger_url, sent, watch, timeout=applied_timeout_s)
+    applied = await ledger_probe.applied_times_ms(ledger_url)
+    latencies = []
+    for index, due_ms in load["schedule"]:
+        at = applied.get(payloads.event_id(series, index))
+        if at is None:
+            raise RuntimeError(f"event {index} of series {series:x} never reached the ledger")
+        latencies.append(at - due_ms)
+    return latencies
+
+
+async def end_to_end(b: Bench, figs: dict[str, Figure]) -> None:
+    """POST to ledger commit at a fixed rate: ingress + worker on PostgreSQL, and a bare pair."""
+    s = b.scale
+    p50, p99 = figs["e2e_p50"], figs["e2e_p99"]
+    rate = s.e2e_rate
+    p50.note = p99.note = (
+        f"open loop at {rate:,.0f}/s for {s.e2e_seconds:g} s; from each request's scheduled "
+        "send time to the ledger's applied_at stamp"
+    )
+
+    ceiling_db = await b.databases.create("e2e_bare")
+    total = round(rate * (s.warmup + s.e2e_seconds))
+    consumer, out = await _bare_consume(b, total, ceiling_db)
+    try:
+        http, port = await b.start_bare_http(publish=True)
+        try:
+            series = b.series()
+            load = await _open_load(b, port, "bare-e2e", rate, s.e2e_seconds, series, record=True)
+            await b.wait_result(consumer, out, timeout=60)
+            bare = await _e2e_latencies(ceiling_db, series, load, 60, b, [consumer, http])
+            b.results["bare_rss_mb"] = {
+                "http_publish": http.rss_mb(),
+                "consume_insert": consumer.rss_mb(),
+            }
+        finally:
+            b.stop(http)
+    finally:
+        b.stop(consumer)
+        await b.purge()
+    summary = latency_summary(bare)
+    p50.ceiling, p99.ceiling = summary["p50"], summary["p99"]
+    b.results["bare_e2e_ms"] = summary
+
+    if not ingress_written():
+        raise Unavailable(NOT_WRITTEN)
+    ledger = await b.databases.create("e2e")
+    worker = await b.start_worker(ledger)
+    try:
+        ingress, port = await b.start_ingress()
+        try:
+            series = b.series()
+            load = await _open_load(b, port, "e2e", rate, s.e2e_seconds, series, record=True)
+            latencies = await _e2e_latencies(ledger, series, load, 120, b, [worker, ingress])
+        finally:
+            b.stop(ingress)
+    finally:
+        b.stop(worker)
+        await b.purge()
+    summary = latency_summary(latencies)
+    b.results["e2e_ms"] = summary
+    b.results["e2e_ingress_answer_ms"] = load["latency_ms"]
+    p50.value, p99.value = summary["p50"], summary["p99"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory
+
+
+@dataclass(slots=True)
+class _Reading:
+    ingress: float
+    worker: float
+
+
+async def memory(b: Bench, figs: dict[str, Figure]) -> None:
+    """RSS of the ingress and the worker after a warm-up and after a long run through both."""
+    s = b.scale
+    if not ingress_written():
+        raise Unavailable(NOT_WRITTEN)
+    bare = b.results.get("bare_rss_mb", {})
+    figs["ingress_rss"].ceiling = bare.get("http_publish")
+    figs["worker_rss"].ceiling = bare.get("consume_insert")
+    ledger = await b.databases.create("memory")
+    series = b.series()
+    worker = await b.start_worker(ledger)
+    try:
+        ingress, port = await b.start_ingress()
+        try:
+
+            async def drive(first: int, count: int, name: str) -> _Reading:
+                # Bounded in time too: a slow pipeline shows as fewer webhooks, not a hang.
+                load = await b.loadgen(
+                    name,
+                    port,
+                    "closed",
+                    series,
+                    first=first,
+                    count=count,
+                    connections=s.connections,
+                    seconds=max(30.0, count / 500),
+                    timeout=max(30.0, count / 500) + 60,
+                )
+                ok = load["statuses"].get("200", 0)
+                if ok < load["sent"]:
+                    raise RuntimeError(f"{name}: answers other than 200: {load['statuses']}")
+                await b.wait_applied(
+                    ledger, first + load["sent"], [worker, ingress], timeout=max(60.0, count / 200)
+                )
+                b.results[f"memory_{name}_sent"] = load["sent"]
+                return _Reading(ingress.rss_mb(), worker.rss_mb())
+
+            before = await drive(0, s.memory_warmup, "warmup")
+            after = await drive(s.memory_warmup, s.memory_events, "long")
+            peaks = _Reading(ingress.peak_rss_mb(), worker.peak_rss_mb())
+        finally:
+            b.stop(ingress)
+    finally:
+        b.stop(worker)
+        await b.purge()
+    sent = b.results["memory_long_sent"]
+    through = s.memory_warmup + sent
+    b.results["memory"] = {
+        "before": vars_of(before),
+        "after": vars_of(after),
+        "peak": vars_of(peaks),
+        "webhooks": through,
+    }
+    for name, start, end in (
+        ("ingress", before.ingress, after.ingress),
+        ("worker", before.worker, after.worker),
+    ):
+        growth = (end - start) / (sent / 100_000)
+        figs[f"{name}_rss"].value = end
+        figs[f"{name}_growth"].value = growth
+        figs[f"{name}_rss_1m"].value = end + max(growth, 0.0) * (
+            max(SPEC_MEMORY_EVENTS - through, 0) / 100_000
+        )
+        figs[
+            f"{name}_rss"
+        ].note = (
+            f"{start:.1f} MB after {s.memory_warmup:,} webhooks, {end:.1f} MB after {through:,}"
+        )
+
+
+def vars_of(reading: _Reading) -> dict[str, float]:
+    return {"ingress_mb": round(reading.ingress, 1), "worker_mb": round(reading.worker, 1)}
+
+
+# ---------------------------------------------------------------------------------------------
+
+Phase = Callable[[Bench, dict[str, Figure]], Awaitable[None]]
+
+PHASES: dict[str, tuple[Phase, tuple[str, ...]]] = {
+    "ingress": (ingress_throughput, ("ingress_rate", "ingress_rate_http")),
+    "latency": (ingress_latency, ("ingress_p50", "ingress_p99")),
+    "worker": (worker_throughput, ("worker_pg", "worker_sqlite")),
+    "e2e": (end_to_end, ("e2e_p50", "e2e_p99")),
+    "memory": (
+        memory,
+        (
+            "ingress_rss",
+            "ingress_rss_1m",
+            "ingress_growth",
+            "worker_rss",
+            "worker_rss_1m",
+            "worker_growth",
+        ),
+    ),
+}
+
+
+async def run_phase(name: str, b: Bench, figs: dict[str, Figure]) -> None:
+    """Run one phase; what it could not measure is marked missing, with why."""
+    phase, keys = PHASES[name]
+    try:
+        await b.purge()  # whatever an earlier phase left behind would be counted here
+        await phase(b, figs)
+    except (Unavailable, RuntimeError, TimeoutError, OSError) as exc:
+        reason = str(exc).strip() or type(exc).__name__
+        for key in keys:
+            if figs[key].value is None:
+                figs[key].missing = reason
+        b.results.setdefault("errors", {})[name] = reason
