@@ -1,5 +1,6 @@
-"""What the ingress logs: one line per request, bound to provider / event / request id, and never
-a secret, a signature or the personal data a webhook carries."""
+"""What the ingress logs: one line per request (accepted ones at debug, refused ones at warning),
+bound to provider / event / request id, and never a secret, a signature or the personal data a
+webhook carries."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ async def test_an_accepted_webhook_logs_one_line_with_its_context(
     lines = [entry for entry in logs if entry["event"] == "webhook accepted"]
     assert len(lines) == 1
     line = lines[0]
-    assert line["log_level"] == "info"
+    assert line["log_level"] == "debug"
     assert line["provider"] == "jodo"
     assert line["event_id"] == "45bb1387-2a83-4fdb-a149-e7dec81043f0"
     assert line["event_type"] == "order.payment.debited"
