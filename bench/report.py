@@ -60,6 +60,8 @@ def _number(value: float | None, unit: str) -> str:
         return f"{value:,.2f} ms"
     if unit == "MB":
         return f"{value:,.1f} MB"
+    if unit == "µs":
+        return f"{value:,.0f} µs"
     return f"{value:,.2f} {unit}".strip()
 
 
