@@ -33,10 +33,11 @@ bench: $(STAMP)
 	@./scripts/ensure-services.sh --postgres
 	$(BIN)/python -m bench
 
-## lint: ruff and mypy --strict
+## lint: ruff, mypy --strict (package, tests and bench), yamllint and the manifests' schemas
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	@./scripts/typecheck-tree.sh
 	$(BIN)/mypy
 	$(BIN)/yamllint -d "{extends: relaxed, rules: {line-length: {max: 120}}}" deploy/
 	$(BIN)/kubernetes-validate --strict deploy/k8s/base.yaml

@@ -133,7 +133,7 @@ class _Pool:
         if self._open < self.size:
             self._open += 1
             return None
-        waiter = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[_Connection | None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         return await waiter
 

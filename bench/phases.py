@@ -165,7 +165,7 @@ def catalog() -> dict[str, Figure]:
 
 
 def ingress_written() -> bool:
-    return importlib.util.find_spec("ingress.command") is not None
+    return importlib.util.find_spec("hookpipe.ingress.command") is not None
 
 
 NOT_WRITTEN = "the ingress is not written yet (no ingress/command.py)"
@@ -192,7 +192,7 @@ async def _closed_load(b: Bench, port: int, name: str) -> dict[str, Any]:
         )
         result["generator"] = "wrk -t1"
         return result
-    result = await b.loadgen(
+    closed: dict[str, Any] = await b.loadgen(
         name,
         port,
         "closed",
@@ -202,9 +202,9 @@ async def _closed_load(b: Bench, port: int, name: str) -> dict[str, Any]:
         warmup=s.warmup,
         timeout=s.seconds + s.warmup + 60,
     )
-    result["ok"] = result["statuses"].get("200", 0)
-    result["generator"] = "python closed loop (bench.loadgen)"
-    return result
+    closed["ok"] = closed["statuses"].get("200", 0)
+    closed["generator"] = "python closed loop (bench.loadgen)"
+    return closed
 
 
 def _wrk_events(b: Bench) -> int:

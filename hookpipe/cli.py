@@ -16,13 +16,13 @@ from hookpipe.logs import configure_logging
 from hookpipe.settings import Settings
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "ingress": ("ingress.command", "run the HTTP ingress"),
-    "worker": ("workers.command", "consume handled queues and apply events to the ledger"),
+    "ingress": ("hookpipe.ingress.command", "run the HTTP ingress"),
+    "worker": ("hookpipe.workers.command", "consume handled queues and apply events to the ledger"),
     "run": ("hookpipe.supervisor", "development all-in-one: topology, ingress and workers"),
     "topology": ("hookpipe.topology", "declare exchanges and queues"),
-    "simulate": ("ingress.simulate", "sign a provider's example webhook and POST it"),
-    "dlq": ("workers.dlq", "inspect, replay and purge dead letters"),
-    "payments": ("workers.payments_cli", "read the payments ledger"),
+    "simulate": ("hookpipe.ingress.simulate", "sign a provider's example webhook and POST it"),
+    "dlq": ("hookpipe.workers.dlq", "inspect, replay and purge dead letters"),
+    "payments": ("hookpipe.workers.payments_cli", "read the payments ledger"),
 }
 
 

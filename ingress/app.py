@@ -16,15 +16,15 @@ from typing import Final
 import orjson
 import structlog
 from aiohttp import web
+from hookpipe.ingress.errors import AuthenticationFailed, PayloadTooLarge, Refused, UnknownProvider
+from hookpipe.ingress.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from hookpipe.ingress.metrics import IngressMetrics
+from hookpipe.ingress.providers import MISSING_SETTING, Provider, configured
+from hookpipe.ingress.publisher import Publisher
 
 from hookpipe.constants import PROVIDERS
 from hookpipe.errors import BrokerUnavailable
 from hookpipe.settings import Settings
-from ingress.errors import AuthenticationFailed, PayloadTooLarge, Refused, UnknownProvider
-from ingress.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from ingress.metrics import IngressMetrics
-from ingress.providers import MISSING_SETTING, Provider, configured
-from ingress.publisher import Publisher
 
 log = structlog.get_logger()
 

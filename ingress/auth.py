@@ -12,7 +12,7 @@ import hashlib
 import hmac
 from collections.abc import Iterable
 
-from ingress.errors import AuthenticationFailed
+from hookpipe.ingress.errors import AuthenticationFailed
 
 # Longer than any Unix time in seconds for the next thousands of years: a bound for int().
 _MAX_TIMESTAMP_DIGITS = 12

@@ -27,8 +27,7 @@ async def serve(settings: Settings, host: str, port: int) -> None:
     """Serve until SIGTERM or SIGINT, then stop taking requests and let in-flight ones finish."""
     import structlog
     from aiohttp import web
-
-    from ingress.app import create_app
+    from hookpipe.ingress.app import create_app
 
     log = structlog.get_logger()
     # Build the app first: a bad setting it finds (e.g. a DreamClass key that is not base64)

@@ -13,12 +13,12 @@ from collections.abc import Mapping
 from typing import Final
 
 import msgspec
+from hookpipe.ingress.auth import b64decode, hmac_sha256, matches_any, required
+from hookpipe.ingress.envelope import Envelope, Token, decode
+from hookpipe.ingress.errors import AuthenticationFailed, InvalidEnvelope
 
 from hookpipe.errors import SettingsError
 from hookpipe.settings import Settings
-from ingress.auth import b64decode, hmac_sha256, matches_any, required
-from ingress.envelope import Envelope, Token, decode
-from ingress.errors import AuthenticationFailed, InvalidEnvelope
 
 NAME: Final = "dreamclass"
 AUTHORIZATION_HEADER: Final = "Authorization"

@@ -10,8 +10,7 @@ import re
 from typing import Annotated, NamedTuple, TypeVar
 
 import msgspec
-
-from ingress.errors import InvalidEnvelope
+from hookpipe.ingress.errors import InvalidEnvelope
 
 # Ids and types end up in AMQP short strings (message_id, routing key: at most 255 bytes) and in
 # log lines: printable ASCII without spaces, short enough for "{provider}.{type}" to fit.

@@ -12,9 +12,7 @@ from collections.abc import Mapping
 from typing import Final
 
 import msgspec
-
-from hookpipe.settings import Settings
-from ingress.auth import (
+from hookpipe.ingress.auth import (
     ascii_bytes,
     b64decode,
     check_timestamp,
@@ -22,8 +20,10 @@ from ingress.auth import (
     matches_any,
     required,
 )
-from ingress.envelope import Envelope, Token, check_token, decode
-from ingress.errors import AuthenticationFailed, InvalidEnvelope
+from hookpipe.ingress.envelope import Envelope, Token, check_token, decode
+from hookpipe.ingress.errors import AuthenticationFailed, InvalidEnvelope
+
+from hookpipe.settings import Settings
 
 NAME: Final = "flexprice"
 _VERSION = "v1"

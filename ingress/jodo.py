@@ -11,11 +11,11 @@ from collections.abc import Mapping
 from typing import Final
 
 import msgspec
+from hookpipe.ingress.auth import hmac_sha256_hex, matches_any, required
+from hookpipe.ingress.envelope import Envelope, Token, decode
+from hookpipe.ingress.errors import AuthenticationFailed
 
 from hookpipe.settings import IPNetwork, Settings
-from ingress.auth import hmac_sha256_hex, matches_any, required
-from ingress.envelope import Envelope, Token, decode
-from ingress.errors import AuthenticationFailed
 
 NAME: Final = "jodo"
 SIGNATURE_HEADER: Final = "X-Jodo-Signature"

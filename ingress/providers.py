@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
+from hookpipe.ingress.dreamclass import DreamClass
+from hookpipe.ingress.envelope import Envelope
+from hookpipe.ingress.flexprice import Flexprice
+from hookpipe.ingress.jodo import Jodo
+from hookpipe.ingress.rapyd import Rapyd
+
 from hookpipe.settings import Settings
-from ingress.dreamclass import DreamClass
-from ingress.envelope import Envelope
-from ingress.flexprice import Flexprice
-from ingress.jodo import Jodo
-from ingress.rapyd import Rapyd
 
 
 class Provider(Protocol):

@@ -17,6 +17,7 @@ from typing import Final
 import structlog
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS, AMQPChannelError, DeliveryError
+from hookpipe.ingress.envelope import Envelope
 from pamqp.commands import Basic
 from yarl import URL
 
@@ -25,7 +26,6 @@ from hookpipe import topology
 from hookpipe.broker import connect
 from hookpipe.errors import BrokerUnavailable
 from hookpipe.settings import Settings
-from ingress.envelope import Envelope
 
 log = structlog.get_logger()
 

@@ -11,9 +11,7 @@ from collections.abc import Mapping
 from typing import Final
 
 import msgspec
-
-from hookpipe.settings import Settings
-from ingress.auth import (
+from hookpipe.ingress.auth import (
     ascii_bytes,
     b64decode,
     check_timestamp,
@@ -21,8 +19,10 @@ from ingress.auth import (
     matches_any,
     required,
 )
-from ingress.envelope import Envelope, Token, decode
-from ingress.errors import AuthenticationFailed
+from hookpipe.ingress.envelope import Envelope, Token, decode
+from hookpipe.ingress.errors import AuthenticationFailed
+
+from hookpipe.settings import Settings
 
 NAME: Final = "rapyd"
 

@@ -20,12 +20,12 @@ from typing import Any, Final
 
 import aiohttp
 import orjson
+from hookpipe.ingress import dreamclass, flexprice, jodo, rapyd
+from hookpipe.ingress.errors import SimulationError
+from hookpipe.ingress.providers import MISSING_SETTING
 
 from hookpipe.constants import PROVIDERS
 from hookpipe.settings import Settings
-from ingress import dreamclass, flexprice, jodo, rapyd
-from ingress.errors import SimulationError
-from ingress.providers import MISSING_SETTING
 
 DEFAULT_URL: Final = "http://127.0.0.1:8080/webhooks/{provider}"
 # Events without an example of their own, made from a sibling's by changing the event type.

@@ -11,8 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import msgspec
-
-from schemas.common import AwareDatetime, Money
+from hookpipe.schemas.common import AwareDatetime, Money
 
 # Payment status codes, as the webhook documentation lists them.
 STATUS_VALID: Final = 1

@@ -9,8 +9,7 @@ from __future__ import annotations
 from typing import Any, Final, Literal, get_args
 
 import msgspec
-
-from schemas.common import AwareDatetime, Money
+from hookpipe.schemas.common import AwareDatetime, Money
 
 # Every event type Flexprice documents for its webhooks.
 EventType = Literal[

@@ -10,8 +10,7 @@ from __future__ import annotations
 from typing import Final
 
 import msgspec
-
-from schemas.common import AwareDatetime, Money, UnixSeconds
+from hookpipe.schemas.common import AwareDatetime, Money, UnixSeconds
 
 ORDER_PAYMENT_DEBITED: Final = "order.payment.debited"
 DIRECT_PAYMENT_CANCELLED: Final = "direct.payment.cancelled"

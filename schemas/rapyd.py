@@ -11,8 +11,7 @@ from datetime import datetime
 from typing import Final
 
 import msgspec
-
-from schemas.common import Money, UnixSeconds, from_unix_seconds
+from hookpipe.schemas.common import Money, UnixSeconds, from_unix_seconds
 
 INVOICE_PAYMENT_CREATED: Final = "INVOICE_PAYMENT_CREATED"
 

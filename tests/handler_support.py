@@ -6,9 +6,8 @@ from collections.abc import AsyncIterator
 
 import msgspec
 import pytest
-
-from workers.handlers.base import Delivery
-from workers.ledger import Ledger, Payment
+from hookpipe.workers.handlers.base import Delivery
+from hookpipe.workers.ledger import Ledger, Payment
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ import aio_pika
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from hookpipe.ingress.app import create_app
 
 from hookpipe.settings import Settings
-from ingress.app import create_app
 from tests.ingress_support import Ingress, StartIngress
 
 

@@ -10,11 +10,11 @@ from typing import Any
 import aio_pika
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
+from hookpipe.ingress.app import PUBLISHER
+from hookpipe.ingress.publisher import Publisher
 
 from hookpipe import constants as c
 from hookpipe.settings import Settings
-from ingress.app import PUBLISHER
-from ingress.publisher import Publisher
 from tests import signers
 from tests.conftest import (
     DREAMCLASS_SECRET,

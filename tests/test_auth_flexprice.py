@@ -8,11 +8,11 @@ import time
 
 import aio_pika
 import pytest
+from hookpipe.ingress import flexprice
+from hookpipe.ingress.errors import AuthenticationFailed
 from multidict import CIMultiDict
 
 from hookpipe.settings import Settings
-from ingress import flexprice
-from ingress.errors import AuthenticationFailed
 from tests.conftest import FLEXPRICE_SECRET, get_message
 from tests.ingress_support import Ingress, MakeSettings, StartIngress, refusal, signed
 

@@ -18,6 +18,11 @@ from datetime import UTC, datetime, timedelta
 import aio_pika
 import orjson
 import pytest
+from hookpipe.workers import dlq_ops
+from hookpipe.workers.dlq_ops import ReplayFilter
+from hookpipe.workers.handlers import open_handlers
+from hookpipe.workers.ledger import Ledger
+from hookpipe.workers.runtime import Worker
 
 from hookpipe import constants as c
 from hookpipe import topology
@@ -27,11 +32,6 @@ from tests.dreamclass_fake import FakeDreamClass
 from tests.dreamclass_fake import dreamclass_fake as dreamclass_fake  # the fixture
 from tests.ingress_support import dreamclass_body
 from tests.worker_support import publish_event, subprocess_env, wait_until
-from workers import dlq_ops
-from workers.dlq_ops import ReplayFilter
-from workers.handlers import open_handlers
-from workers.ledger import Ledger
-from workers.runtime import Worker
 
 Channel = aio_pika.abc.AbstractChannel
 Q = "flexprice.payment.failed"

@@ -10,18 +10,18 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-
-from hookpipe.settings import Settings
-from tests.dreamclass_fake import API_KEY, TENANT, FakeDreamClass
-from tests.dreamclass_fake import dreamclass_fake as dreamclass_fake  # the fixture
-from workers.dreamclass_api import (
+from hookpipe.workers.dreamclass_api import (
     NOT_CONFIGURED,
     DreamClassApi,
     DreamClassApiError,
     DreamClassNotFound,
     parse_retry_after,
 )
-from workers.errors import PermanentError, TransientError
+from hookpipe.workers.errors import PermanentError, TransientError
+
+from hookpipe.settings import Settings
+from tests.dreamclass_fake import API_KEY, TENANT, FakeDreamClass
+from tests.dreamclass_fake import dreamclass_fake as dreamclass_fake  # the fixture
 
 # Short waits, so that a test of the retries takes a fraction of a second.
 BACKOFF = 0.05

@@ -9,6 +9,11 @@ from typing import Any
 
 import orjson
 import pytest
+from hookpipe.workers.dreamclass_api import NOT_CONFIGURED, DreamClassApi, DreamClassNotFound
+from hookpipe.workers.errors import PermanentError, TransientError
+from hookpipe.workers.handlers import dreamclass, open_handlers
+from hookpipe.workers.handlers.base import Handler
+from hookpipe.workers.ledger import Ledger, Payment
 
 from hookpipe.constants import HANDLED_QUEUES
 from hookpipe.settings import Settings
@@ -17,11 +22,6 @@ from tests.dreamclass_fake import TENANT, FakeDreamClass
 from tests.dreamclass_fake import dreamclass_fake as dreamclass_fake  # the fixture
 from tests.handler_support import delivery, stored_text
 from tests.handler_support import ledger as ledger  # the fixture
-from workers.dreamclass_api import NOT_CONFIGURED, DreamClassApi, DreamClassNotFound
-from workers.errors import PermanentError, TransientError
-from workers.handlers import dreamclass, open_handlers
-from workers.handlers.base import Handler
-from workers.ledger import Ledger, Payment
 
 SEED = "dreamclass.PAYMENT_CREATED.json"
 SEED_ID = "214fb720-2248-44e0-9bfd-72171f9e72de"

@@ -8,13 +8,13 @@ from typing import Any
 
 import orjson
 import pytest
+from hookpipe.workers.handlers import flexprice
+from hookpipe.workers.ledger import Ledger
 
 from hookpipe.constants import HANDLED_QUEUES
 from tests.conftest import fixture_bytes
 from tests.handler_support import delivery, stored_text
 from tests.handler_support import ledger as ledger  # the fixture
-from workers.handlers import flexprice
-from workers.ledger import Ledger
 
 PAYMENT_ID = "pay_01JPB3N5W2X9QF7R4T"
 

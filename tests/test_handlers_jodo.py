@@ -8,15 +8,15 @@ from typing import Any
 import msgspec
 import orjson
 import pytest
+from hookpipe.workers.errors import PermanentError
+from hookpipe.workers.handlers import jodo, open_handlers
+from hookpipe.workers.ledger import Ledger, Payment
 
 from hookpipe.constants import HANDLED_QUEUES
 from hookpipe.settings import Settings
 from tests.conftest import fixture_bytes
 from tests.handler_support import delivery, stored_text
 from tests.handler_support import ledger as ledger  # the fixture
-from workers.errors import PermanentError
-from workers.handlers import jodo, open_handlers
-from workers.ledger import Ledger, Payment
 
 DEBITED_QUEUE = "jodo.order.payment.debited"
 CANCELLED_QUEUE = "jodo.direct.payment.cancelled"

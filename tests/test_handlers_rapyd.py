@@ -7,14 +7,14 @@ from typing import Any
 
 import orjson
 import pytest
+from hookpipe.workers.errors import PermanentError
+from hookpipe.workers.handlers import rapyd
+from hookpipe.workers.ledger import Ledger
 
 from hookpipe.constants import HANDLED_QUEUES
 from tests.conftest import fixture_bytes
 from tests.handler_support import delivery, stored_text
 from tests.handler_support import ledger as ledger  # the fixture
-from workers.errors import PermanentError
-from workers.handlers import rapyd
-from workers.ledger import Ledger
 
 SEED = "rapyd.INVOICE_PAYMENT_CREATED.json"
 WEBHOOK_ID = "wh_83311530262abb943ac9ae3b6e34a441"

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-
-from workers.errors import PermanentError, TransientError
-from workers.ledger import MIGRATIONS, Decide, Ledger, LedgerEvent, Payment, PaymentState
+from hookpipe.workers.errors import PermanentError, TransientError
+from hookpipe.workers.ledger import MIGRATIONS, Decide, Ledger, LedgerEvent, Payment, PaymentState
 
 
 @pytest.fixture

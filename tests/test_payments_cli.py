@@ -13,11 +13,11 @@ from typing import Any
 
 import orjson
 import pytest
+from hookpipe.workers.handlers import jodo
+from hookpipe.workers.ledger import Ledger, LedgerEvent, PaymentState
 
 from tests.conftest import fixture_bytes
 from tests.handler_support import delivery
-from workers.handlers import jodo
-from workers.ledger import Ledger, LedgerEvent, PaymentState
 
 HOOKPIPE = str(Path(sys.executable).parent / "hookpipe")
 ORDER_ID = "order_12343532424"

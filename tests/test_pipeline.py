@@ -10,6 +10,9 @@ from decimal import Decimal
 
 import aio_pika
 import pytest
+from hookpipe.workers.handlers import open_handlers
+from hookpipe.workers.ledger import Ledger, Payment
+from hookpipe.workers.runtime import Worker
 
 from hookpipe import topology
 from hookpipe.settings import Settings
@@ -18,9 +21,6 @@ from tests.dreamclass_fake import FakeDreamClass
 from tests.dreamclass_fake import dreamclass_fake as dreamclass_fake  # the fixture
 from tests.ingress_support import Ingress, StartIngress, signed
 from tests.worker_support import wait_until
-from workers.handlers import open_handlers
-from workers.ledger import Ledger, Payment
-from workers.runtime import Worker
 
 pytest_plugins = ("tests.ingress_fixtures",)
 

@@ -8,8 +8,8 @@ from decimal import Decimal
 import msgspec
 import orjson
 import pytest
+from hookpipe.schemas import dreamclass as dc
 
-from schemas import dreamclass as dc
 from tests.conftest import fixture_bytes
 
 SEED = "dreamclass.PAYMENT_CREATED.json"

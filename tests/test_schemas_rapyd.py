@@ -9,8 +9,8 @@ from typing import Any
 import msgspec
 import orjson
 import pytest
+from hookpipe.schemas import rapyd
 
-from schemas import rapyd
 from tests.conftest import fixture_bytes
 
 SEED = "rapyd.INVOICE_PAYMENT_CREATED.json"

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from hookpipe.workers.ledger import Ledger
 
 from hookpipe.settings import Settings
 from tests import signers
 from tests.conftest import JODO_SECRET, fixture_bytes
 from tests.worker_support import free_port, subprocess_env, wait_until
-from workers.ledger import Ledger
 
 JODO_ORDER = "order_12343532424"  # the order of the Jodo example
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import aiohttp
 import pytest
+from hookpipe.workers.command import select_queues
+from hookpipe.workers.metrics import WorkerMetrics, bound_port, start_metrics_server
 
 from hookpipe import constants as c
 from hookpipe.cli import main
-from workers.command import select_queues
-from workers.metrics import WorkerMetrics, bound_port, start_metrics_server
 
 
 def test_default_is_every_handled_queue() -> None:

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import msgspec
 import pytest
+from hookpipe.workers.errors import PermanentError, TransientError
+from hookpipe.workers.outcome import (
+    ACK,
+    MAX_ERROR_CHARS,
+    Action,
+    error_text,
+    outcome_of,
+    retry_delay_ms,
+)
 
 from hookpipe.errors import SettingsError
 from hookpipe.settings import RetryPolicy
-from workers.errors import PermanentError, TransientError
-from workers.outcome import ACK, MAX_ERROR_CHARS, Action, error_text, outcome_of, retry_delay_ms
 
 POLICY = RetryPolicy(delays=(1.0, 5.0, 30.0), max_attempts=4, jitter=0.2)
 

@@ -17,12 +17,12 @@ from typing import Any
 import aio_pika
 import orjson
 import pytest
+from hookpipe.workers.ledger import Ledger
 
 from hookpipe import topology
 from hookpipe.settings import Settings
 from tests.conftest import fixture_bytes, queue_depth
 from tests.worker_support import publish_event, subprocess_env, wait_until
-from workers.ledger import Ledger
 
 DEBITED = "jodo.order.payment.debited"
 CANCELLED = "jodo.direct.payment.cancelled"

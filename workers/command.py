@@ -85,9 +85,9 @@ def _run_loop(main: Coroutine[Any, Any, int]) -> int:
 
 async def serve(settings: Settings, queues: Sequence[str], concurrency: int) -> int:
     """Run a worker on `queues` until SIGTERM or SIGINT; the exit code."""
-    from workers.handlers import open_handlers
-    from workers.metrics import WorkerMetrics, bound_port, start_metrics_server
-    from workers.runtime import Worker
+    from hookpipe.workers.handlers import open_handlers
+    from hookpipe.workers.metrics import WorkerMetrics, bound_port, start_metrics_server
+    from hookpipe.workers.runtime import Worker
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -134,7 +134,7 @@ async def serve(settings: Settings, queues: Sequence[str], concurrency: int) -> 
 
 
 def _failed(what: str, exc: BaseException) -> int:
-    from workers.outcome import error_text
+    from hookpipe.workers.outcome import error_text
 
     # error_text: the same masking as dead letters get, for errors that may quote a URL or a value.
     log.error(what, error_type=type(exc).__name__, error=error_text(exc))

@@ -23,7 +23,7 @@ from hookpipe import constants as c
 from hookpipe.settings import Settings
 
 if TYPE_CHECKING:
-    from workers.dlq_ops import DeadLetter, DlqSummary, ReplayReport, ReplayStep
+    from hookpipe.workers.dlq_ops import DeadLetter, DlqSummary, ReplayReport, ReplayStep
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -92,7 +92,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Run the subcommand; the exit code."""
-    from workers.dlq_ops import UnknownQueue, resolve_queue
+    from hookpipe.workers.dlq_ops import UnknownQueue, resolve_queue
 
     try:
         queue = resolve_queue(args.queue) if args.queue else None
@@ -100,7 +100,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return _fail(str(exc), EXIT_USAGE)
     since = None
     if args.action == "replay" and args.since:
-        from workers.dlq_ops import parse_since
+        from hookpipe.workers.dlq_ops import parse_since
 
         try:
             since = parse_since(args.since, datetime.now(UTC))
@@ -161,7 +161,7 @@ async def _interruptible() -> AsyncIterator[asyncio.Event]:
 
 
 async def _list(settings: Settings, queue: str | None, as_json: bool, stop: asyncio.Event) -> int:
-    from workers.dlq_ops import list_dlqs
+    from hookpipe.workers.dlq_ops import list_dlqs
 
     summaries = await list_dlqs(settings, [queue] if queue else c.HANDLED_QUEUES, stop=stop)
     now = datetime.now(UTC)
@@ -184,7 +184,7 @@ async def _list(settings: Settings, queue: str | None, as_json: bool, stop: asyn
 
 
 def _summary_json(summary: DlqSummary, now: datetime) -> dict[str, Any]:
-    from workers.dlq_ops import iso
+    from hookpipe.workers.dlq_ops import iso
 
     oldest = summary.oldest_failed_at
     return {
@@ -203,8 +203,9 @@ def _summary_json(summary: DlqSummary, now: datetime) -> dict[str, Any]:
 async def _show(
     settings: Settings, queue: str, args: argparse.Namespace, stop: asyncio.Event
 ) -> int:
+    from hookpipe.workers.dlq_ops import show
+
     from hookpipe import topology
-    from workers.dlq_ops import show
 
     total, letters = await show(settings, queue, args.limit, stop=stop)
     if stop.is_set():
@@ -228,7 +229,7 @@ async def _show(
 
 def letter_json(letter: DeadLetter, position: int, *, reveal: bool = False) -> dict[str, Any]:
     """A dead letter as `show --json` prints it."""
-    from workers.dlq_ops import iso, jsonable, shown_body
+    from hookpipe.workers.dlq_ops import iso, jsonable, shown_body
 
     return {
         "position": position,
@@ -258,7 +259,7 @@ def letter_json(letter: DeadLetter, position: int, *, reveal: bool = False) -> d
 
 
 def _letter_block(letter: DeadLetter, position: int, now: datetime, *, reveal: bool) -> str:
-    from workers.dlq_ops import shown_body
+    from hookpipe.workers.dlq_ops import shown_body
 
     def when(moment: datetime | None) -> str:
         if moment is None:
@@ -301,7 +302,7 @@ async def _replay(
     since: datetime | None,
     stop: asyncio.Event,
 ) -> int:
-    from workers.dlq_ops import ReplayFilter, replay
+    from hookpipe.workers.dlq_ops import ReplayFilter, replay
 
     progress = _Progress(sys.stderr) if sys.stderr.isatty() and not args.json else None
 
@@ -410,8 +411,9 @@ async def _purge(
     yes: bool,
     stop: asyncio.Event,
 ) -> int:
+    from hookpipe.workers.dlq_ops import purge
+
     from hookpipe import topology
-    from workers.dlq_ops import purge
 
     dlq = topology.dlq_name(queue)
 
@@ -497,7 +499,7 @@ def _positive_float(text: str) -> float:
 
 
 def _duration(text: str) -> timedelta:
-    from workers.dlq_ops import parse_duration
+    from hookpipe.workers.dlq_ops import parse_duration
 
     try:
         duration = parse_duration(text)

@@ -48,15 +48,15 @@ import aio_pika
 import aiormq
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
+from hookpipe.workers.errors import WorkerError
+from hookpipe.workers.outcome import _EMAIL, MAX_ERROR_CHARS
+from hookpipe.workers.runtime import MalformedMessage, _copy, _int_header, identity_of, now_ms
 
 from hookpipe import constants as c
 from hookpipe import topology
 from hookpipe.broker import connection_name
 from hookpipe.errors import BrokerUnavailable
 from hookpipe.settings import Settings
-from workers.errors import WorkerError
-from workers.outcome import _EMAIL, MAX_ERROR_CHARS
-from workers.runtime import MalformedMessage, _copy, _int_header, identity_of, now_ms
 
 # Requeues sent as one basic.nack: the broker returns up to 32 in order (more come back
 # shuffled), and keeps order across commands only while fewer than 32 are in flight.

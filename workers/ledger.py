@@ -26,8 +26,7 @@ from urllib.parse import urlsplit
 import aiosqlite
 import asyncpg
 import msgspec
-
-from workers.errors import PermanentError, TransientError
+from hookpipe.workers.errors import PermanentError, TransientError
 
 STATUSES: Final = ("paid", "pending", "failed", "refunded", "reversed", "deleted", "invalid")
 

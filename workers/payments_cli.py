@@ -18,7 +18,7 @@ from hookpipe.constants import PROVIDERS
 from hookpipe.settings import Settings
 
 if TYPE_CHECKING:
-    from workers.ledger import Payment
+    from hookpipe.workers.ledger import Payment
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # the payment does not exist, or the ledger cannot be read
@@ -28,7 +28,7 @@ _encode = msgspec.json.Encoder().encode
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """The `list` and `show` subcommands and their options."""
-    from workers.ledger import STATUSES
+    from hookpipe.workers.ledger import STATUSES
 
     commands = parser.add_subparsers(dest="action", required=True, metavar="{list,show}")
     listing = commands.add_parser("list", help="payments, the most recently updated first")
@@ -48,8 +48,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
-    from workers.errors import WorkerError
-    from workers.ledger import Ledger
+    from hookpipe.workers.errors import WorkerError
+    from hookpipe.workers.ledger import Ledger
 
     try:
         async with await Ledger.open(settings.ledger_url) as ledger:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
+from hookpipe.workers.dreamclass_api import DreamClassApi
+from hookpipe.workers.handlers import dreamclass, flexprice, jodo, rapyd
+from hookpipe.workers.handlers.base import Delivery, Handler
+from hookpipe.workers.ledger import Ledger
+
 from hookpipe.settings import Settings
-from workers.dreamclass_api import DreamClassApi
-from workers.handlers import dreamclass, flexprice, jodo, rapyd
-from workers.handlers.base import Delivery, Handler
-from workers.ledger import Ledger
 
 __all__ = ["Delivery", "Handler", "open_handlers"]
 

@@ -14,8 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import structlog
-
-from schemas.dreamclass import (
+from hookpipe.schemas.dreamclass import (
     PAYMENT_CREATED,
     PAYMENT_DELETED,
     PAYMENT_UPDATED,
@@ -30,12 +29,12 @@ from schemas.dreamclass import (
     payment_deleted_decoder,
     payment_event_decoder,
 )
-from workers.dreamclass_api import NOT_CONFIGURED, DreamClassApi, DreamClassNotFound
-from workers.errors import PermanentError, TransientError
-from workers.handlers.base import Delivery, Handler
-from workers.handlers.ordering import is_later
-from workers.ledger import Ledger, LedgerEvent, PaymentState
-from workers.ledger import Payment as LedgerPayment
+from hookpipe.workers.dreamclass_api import NOT_CONFIGURED, DreamClassApi, DreamClassNotFound
+from hookpipe.workers.errors import PermanentError, TransientError
+from hookpipe.workers.handlers.base import Delivery, Handler
+from hookpipe.workers.handlers.ordering import is_later
+from hookpipe.workers.ledger import Ledger, LedgerEvent, PaymentState
+from hookpipe.workers.ledger import Payment as LedgerPayment
 
 PROVIDER: Final = "dreamclass"
 

@@ -12,12 +12,11 @@ from datetime import datetime
 from typing import Any, Final
 
 import structlog
-
-from schemas.flexprice import PAYMENT_EVENT_TYPES, Payment, payment_event_decoder
-from workers.handlers.base import Delivery, Handler
-from workers.handlers.ordering import epoch_ms, is_later
-from workers.ledger import Ledger, LedgerEvent, PaymentState
-from workers.ledger import Payment as LedgerPayment
+from hookpipe.schemas.flexprice import PAYMENT_EVENT_TYPES, Payment, payment_event_decoder
+from hookpipe.workers.handlers.base import Delivery, Handler
+from hookpipe.workers.handlers.ordering import epoch_ms, is_later
+from hookpipe.workers.ledger import Ledger, LedgerEvent, PaymentState
+from hookpipe.workers.ledger import Payment as LedgerPayment
 
 PROVIDER: Final = "flexprice"
 

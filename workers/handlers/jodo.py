@@ -14,17 +14,16 @@ from typing import Any, Final
 
 import msgspec
 import structlog
-
-from schemas.jodo import (
+from hookpipe.schemas.jodo import (
     DIRECT_PAYMENT_CANCELLED,
     ORDER_PAYMENT_DEBITED,
     DirectPaymentCancelled,
     OrderPaymentDebited,
     decode,
 )
-from workers.errors import PermanentError
-from workers.handlers.base import Delivery, Handler
-from workers.ledger import Ledger, LedgerEvent, Payment, PaymentState
+from hookpipe.workers.errors import PermanentError
+from hookpipe.workers.handlers.base import Delivery, Handler
+from hookpipe.workers.ledger import Ledger, LedgerEvent, Payment, PaymentState
 
 PROVIDER: Final = "jodo"
 CURRENCY: Final = "INR"  # Jodo collects school fees in India, in rupees only

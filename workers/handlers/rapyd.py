@@ -10,18 +10,17 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 import structlog
-
-from schemas.rapyd import (
+from hookpipe.schemas.rapyd import (
     INVOICE_PAYMENT_CREATED,
     InvoicePaymentCreated,
     from_unix,
     invoice_payment_created_decoder,
 )
-from workers.errors import PermanentError
-from workers.handlers.base import Delivery, Handler
-from workers.handlers.ordering import is_later
-from workers.ledger import Ledger, LedgerEvent, PaymentState
-from workers.ledger import Payment as LedgerPayment
+from hookpipe.workers.errors import PermanentError
+from hookpipe.workers.handlers.base import Delivery, Handler
+from hookpipe.workers.handlers.ordering import is_later
+from hookpipe.workers.ledger import Ledger, LedgerEvent, PaymentState
+from hookpipe.workers.ledger import Payment as LedgerPayment
 
 PROVIDER: Final = "rapyd"
 QUEUE: Final = f"{PROVIDER}.{INVOICE_PAYMENT_CREATED}"
