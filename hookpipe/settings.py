@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -12,11 +11,11 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from hookpipe import values
 from hookpipe.errors import SettingsError
+from hookpipe.values import IPNetwork
 
 T = TypeVar("T")
-
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,31 +109,31 @@ class Settings:
         defaults = cls()
         retry_defaults = RetryPolicy()
         return cls(
-            amqp_url=env.get("HOOKPIPE_AMQP_URL", defaults.amqp_url, _amqp_url),
-            ledger_url=env.get("HOOKPIPE_LEDGER_URL", defaults.ledger_url, _ledger_url),
+            amqp_url=env.get("HOOKPIPE_AMQP_URL", defaults.amqp_url, values.amqp_url),
+            ledger_url=env.get("HOOKPIPE_LEDGER_URL", defaults.ledger_url, values.ledger_url),
             ledger_pool_size=env.get(
-                "HOOKPIPE_LEDGER_POOL_SIZE", defaults.ledger_pool_size, _positive_int
+                "HOOKPIPE_LEDGER_POOL_SIZE", defaults.ledger_pool_size, values.positive_int
             ),
             log_format=env.get(
-                "HOOKPIPE_LOG_FORMAT", defaults.log_format, _choice("auto", "json", "console")
+                "HOOKPIPE_LOG_FORMAT", defaults.log_format, values.choice("auto", "json", "console")
             ),
             log_level=env.get(
                 "HOOKPIPE_LOG_LEVEL",
                 defaults.log_level,
-                _choice("debug", "info", "warning", "error"),
+                values.choice("debug", "info", "warning", "error"),
             ),
             jodo_secrets=env.secrets("HOOKPIPE_JODO_SECRET"),
-            jodo_allowed_ips=env.get("HOOKPIPE_JODO_ALLOWED_IPS", (), _networks),
+            jodo_allowed_ips=env.get("HOOKPIPE_JODO_ALLOWED_IPS", (), values.networks),
             dreamclass_secrets=env.secrets("HOOKPIPE_DREAMCLASS_SECRET"),
             dreamclass_secret_encoding=env.get(
                 "HOOKPIPE_DREAMCLASS_SECRET_ENCODING",
                 defaults.dreamclass_secret_encoding,
-                _choice("utf-8", "base64"),
+                values.choice("utf-8", "base64"),
             ),
             dreamclass_basic_auth=env.get(
-                "HOOKPIPE_DREAMCLASS_BASIC_AUTH", None, _basic_auth, secret=True
+                "HOOKPIPE_DREAMCLASS_BASIC_AUTH", None, values.basic_auth, secret=True
             ),
-            dreamclass_api_url=env.get("HOOKPIPE_DREAMCLASS_API_URL", None, _http_url),
+            dreamclass_api_url=env.get("HOOKPIPE_DREAMCLASS_API_URL", None, values.http_url),
             dreamclass_api_key=env.get("HOOKPIPE_DREAMCLASS_API_KEY", None, str, secret=True),
             dreamclass_api_auth_header=env.get(
                 "HOOKPIPE_DREAMCLASS_API_AUTH_HEADER", defaults.dreamclass_api_auth_header, str
@@ -145,58 +144,62 @@ class Settings:
             dreamclass_api_invoice_path=env.get(
                 "HOOKPIPE_DREAMCLASS_API_INVOICE_PATH",
                 defaults.dreamclass_api_invoice_path,
-                _path_with("{invoice_id}"),
+                values.path_with("{invoice_id}"),
             ),
             dreamclass_api_payment_methods_path=env.get(
                 "HOOKPIPE_DREAMCLASS_API_PAYMENT_METHODS_PATH",
                 defaults.dreamclass_api_payment_methods_path,
-                _path_with(None),
+                values.path_with(None),
             ),
             dreamclass_api_timeout=env.get(
-                "HOOKPIPE_DREAMCLASS_API_TIMEOUT", defaults.dreamclass_api_timeout, _positive_float
+                "HOOKPIPE_DREAMCLASS_API_TIMEOUT",
+                defaults.dreamclass_api_timeout,
+                values.positive_float,
             ),
             dreamclass_payment_methods_ttl=env.get(
                 "HOOKPIPE_DREAMCLASS_PAYMENT_METHODS_TTL",
                 defaults.dreamclass_payment_methods_ttl,
-                _non_negative_float,
+                values.non_negative_float,
             ),
             rapyd_access_key=env.get("HOOKPIPE_RAPYD_ACCESS_KEY", None, str, secret=True),
             rapyd_secret_key=env.get("HOOKPIPE_RAPYD_SECRET_KEY", None, str, secret=True),
-            rapyd_webhook_url=env.get("HOOKPIPE_RAPYD_WEBHOOK_URL", None, _http_url),
+            rapyd_webhook_url=env.get("HOOKPIPE_RAPYD_WEBHOOK_URL", None, values.http_url),
             rapyd_tolerance=env.get(
-                "HOOKPIPE_RAPYD_TOLERANCE", defaults.rapyd_tolerance, _positive_float
+                "HOOKPIPE_RAPYD_TOLERANCE", defaults.rapyd_tolerance, values.positive_float
             ),
             flexprice_secrets=tuple(_svix_key(s) for s in env.secrets("HOOKPIPE_FLEXPRICE_SECRET"))
             if env.has("HOOKPIPE_FLEXPRICE_SECRET")
             else (),
             flexprice_tolerance=env.get(
-                "HOOKPIPE_FLEXPRICE_TOLERANCE", defaults.flexprice_tolerance, _positive_float
+                "HOOKPIPE_FLEXPRICE_TOLERANCE", defaults.flexprice_tolerance, values.positive_float
             ),
-            declare_topology=env.get("HOOKPIPE_DECLARE_TOPOLOGY", defaults.declare_topology, _bool),
+            declare_topology=env.get(
+                "HOOKPIPE_DECLARE_TOPOLOGY", defaults.declare_topology, values.boolean
+            ),
             max_body_bytes=env.get(
-                "HOOKPIPE_MAX_BODY_BYTES", defaults.max_body_bytes, _positive_int
+                "HOOKPIPE_MAX_BODY_BYTES", defaults.max_body_bytes, values.positive_int
             ),
             publish_timeout=env.get(
-                "HOOKPIPE_PUBLISH_TIMEOUT", defaults.publish_timeout, _positive_float
+                "HOOKPIPE_PUBLISH_TIMEOUT", defaults.publish_timeout, values.positive_float
             ),
             delivery_limit=env.get(
-                "HOOKPIPE_DELIVERY_LIMIT", defaults.delivery_limit, _positive_int
+                "HOOKPIPE_DELIVERY_LIMIT", defaults.delivery_limit, values.positive_int
             ),
             retry=RetryPolicy(
-                delays=env.get("HOOKPIPE_RETRY_DELAYS", retry_defaults.delays, _delays),
+                delays=env.get("HOOKPIPE_RETRY_DELAYS", retry_defaults.delays, values.delays),
                 max_attempts=env.get(
-                    "HOOKPIPE_MAX_ATTEMPTS", retry_defaults.max_attempts, _positive_int
+                    "HOOKPIPE_MAX_ATTEMPTS", retry_defaults.max_attempts, values.positive_int
                 ),
-                jitter=env.get("HOOKPIPE_RETRY_JITTER", retry_defaults.jitter, _fraction),
+                jitter=env.get("HOOKPIPE_RETRY_JITTER", retry_defaults.jitter, values.fraction),
             ),
             worker_concurrency=env.get(
-                "HOOKPIPE_WORKER_CONCURRENCY", defaults.worker_concurrency, _positive_int
+                "HOOKPIPE_WORKER_CONCURRENCY", defaults.worker_concurrency, values.positive_int
             ),
             worker_metrics_port=env.get(
-                "HOOKPIPE_WORKER_METRICS_PORT", defaults.worker_metrics_port, _port
+                "HOOKPIPE_WORKER_METRICS_PORT", defaults.worker_metrics_port, values.port
             ),
             shutdown_grace=env.get(
-                "HOOKPIPE_SHUTDOWN_GRACE", defaults.shutdown_grace, _non_negative_float
+                "HOOKPIPE_SHUTDOWN_GRACE", defaults.shutdown_grace, values.non_negative_float
             ),
         )
 
@@ -262,127 +265,6 @@ def _without_password(value: str) -> str:
     except ValueError:
         return "[not shown]"
     return value if password is None else value.replace(f":{password}@", ":***@", 1)
-
-
-def _amqp_url(value: str) -> str:
-    if urlsplit(value).scheme not in ("amqp", "amqps"):
-        raise ValueError("expected an amqp:// or amqps:// URL")
-    return value
-
-
-def _ledger_url(value: str) -> str:
-    scheme = urlsplit(value).scheme
-    if scheme not in ("sqlite", "postgresql", "postgres"):
-        raise ValueError("expected sqlite:///path or postgresql://...")
-    return value
-
-
-def _http_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError("expected an http:// or https:// URL")
-    return value
-
-
-def _choice(*options: str) -> Callable[[str], str]:
-    def parse(value: str) -> str:
-        lowered = value.lower()
-        if lowered not in options:
-            raise ValueError(f"expected one of {', '.join(options)}")
-        return lowered
-
-    return parse
-
-
-def _path_with(placeholder: str | None) -> Callable[[str], str]:
-    def parse(value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError("expected a path starting with /")
-        if placeholder is not None and placeholder not in value:
-            raise ValueError(f"expected the placeholder {placeholder}")
-        return value
-
-    return parse
-
-
-def _int(value: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise ValueError("expected a whole number") from None
-
-
-def _float(value: str) -> float:
-    try:
-        return float(value)
-    except ValueError:
-        raise ValueError("expected a number") from None
-
-
-def _bool(value: str) -> bool:
-    lowered = value.lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("expected true or false")
-
-
-def _positive_int(value: str) -> int:
-    number = _int(value)
-    if number <= 0:
-        raise ValueError("expected a whole number above 0")
-    return number
-
-
-def _port(value: str) -> int:
-    number = _int(value)
-    if not 0 <= number <= 65535:
-        raise ValueError("expected a port number from 0 to 65535 (0: no metrics server)")
-    return number
-
-
-def _positive_float(value: str) -> float:
-    number = _float(value)
-    if not number > 0:
-        raise ValueError("expected a number above 0")
-    return number
-
-
-def _non_negative_float(value: str) -> float:
-    number = _float(value)
-    if not number >= 0:
-        raise ValueError("expected a number of 0 or more")
-    return number
-
-
-def _fraction(value: str) -> float:
-    number = _float(value)
-    if not 0 <= number < 1:
-        raise ValueError("expected a fraction from 0 up to 1")
-    return number
-
-
-def _delays(value: str) -> tuple[float, ...]:
-    delays = tuple(_positive_float(part.strip()) for part in value.split(","))
-    if not delays:
-        raise ValueError("expected comma-separated seconds, e.g. 1,5,30")
-    return delays
-
-
-def _networks(value: str) -> tuple[IPNetwork, ...]:
-    return tuple(
-        ipaddress.ip_network(part.strip(), strict=False)
-        for part in value.split(",")
-        if part.strip()
-    )
-
-
-def _basic_auth(value: str) -> tuple[str, str]:
-    user, sep, password = value.partition(":")
-    if not sep or not user:
-        raise ValueError("expected user:password")
-    return user, password
 
 
 def _svix_key(secret: str) -> bytes:

@@ -15,7 +15,8 @@ from hookpipe.ingress.auth import hmac_sha256_hex, matches_any, required
 from hookpipe.ingress.envelope import Envelope, Token, decode
 from hookpipe.ingress.errors import AuthenticationFailed
 
-from hookpipe.settings import IPNetwork, Settings
+from hookpipe.settings import Settings
+from hookpipe.values import IPNetwork
 
 NAME: Final = "jodo"
 SIGNATURE_HEADER: Final = "X-Jodo-Signature"

@@ -1,0 +1,132 @@
+"""Parsers of settings' and command-line values: each takes the text, returns the value or
+raises ValueError whose message says what was expected (the caller names the variable or option).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def amqp_url(value: str) -> str:
+    if urlsplit(value).scheme not in ("amqp", "amqps"):
+        raise ValueError("expected an amqp:// or amqps:// URL")
+    return value
+
+
+def ledger_url(value: str) -> str:
+    scheme = urlsplit(value).scheme
+    if scheme not in ("sqlite", "postgresql", "postgres"):
+        raise ValueError("expected sqlite:///path or postgresql://...")
+    return value
+
+
+def http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("expected an http:// or https:// URL")
+    return value
+
+
+def choice(*options: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        lowered = value.lower()
+        if lowered not in options:
+            raise ValueError(f"expected one of {', '.join(options)}")
+        return lowered
+
+    return parse
+
+
+def path_with(placeholder: str | None) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("expected a path starting with /")
+        if placeholder is not None and placeholder not in value:
+            raise ValueError(f"expected the placeholder {placeholder}")
+        return value
+
+    return parse
+
+
+def whole_number(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError("expected a whole number") from None
+
+
+def number(value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError("expected a number") from None
+
+
+def boolean(value: str) -> bool:
+    lowered = value.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def positive_int(value: str) -> int:
+    parsed = whole_number(value)
+    if parsed <= 0:
+        raise ValueError("expected a whole number above 0")
+    return parsed
+
+
+def port(value: str) -> int:
+    parsed = whole_number(value)
+    if not 0 <= parsed <= 65535:
+        raise ValueError("expected a port number from 0 to 65535 (0: no metrics server)")
+    return parsed
+
+
+def positive_float(value: str) -> float:
+    parsed = number(value)
+    if not parsed > 0:
+        raise ValueError("expected a number above 0")
+    return parsed
+
+
+def non_negative_float(value: str) -> float:
+    parsed = number(value)
+    if not parsed >= 0:
+        raise ValueError("expected a number of 0 or more")
+    return parsed
+
+
+def fraction(value: str) -> float:
+    parsed = number(value)
+    if not 0 <= parsed < 1:
+        raise ValueError("expected a fraction from 0 up to 1")
+    return parsed
+
+
+def delays(value: str) -> tuple[float, ...]:
+    parsed = tuple(positive_float(part.strip()) for part in value.split(","))
+    if not parsed:
+        raise ValueError("expected comma-separated seconds, e.g. 1,5,30")
+    return parsed
+
+
+def networks(value: str) -> tuple[IPNetwork, ...]:
+    return tuple(
+        ipaddress.ip_network(part.strip(), strict=False)
+        for part in value.split(",")
+        if part.strip()
+    )
+
+
+def basic_auth(value: str) -> tuple[str, str]:
+    user, sep, password = value.partition(":")
+    if not sep or not user:
+        raise ValueError("expected user:password")
+    return user, password
