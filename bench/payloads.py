@@ -16,9 +16,9 @@ from typing import Any, Final
 import aio_pika
 
 from hookpipe import constants as c
+from hookpipe.ingress.jodo import NAME as PROVIDER
+from hookpipe.schemas.jodo import ORDER_PAYMENT_DEBITED as EVENT_TYPE
 
-PROVIDER: Final = "jodo"
-EVENT_TYPE: Final = "order.payment.debited"
 QUEUE: Final = f"{PROVIDER}.{EVENT_TYPE}"
 PATH: Final = f"/webhooks/{PROVIDER}"
 SIGNATURE_HEADER: Final = "X-Jodo-Signature"

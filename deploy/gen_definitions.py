@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hookpipe import constants as c
+from hookpipe.providers import handled_queues
 from hookpipe.settings import Settings
 from hookpipe.topology import definitions
 
@@ -47,7 +48,7 @@ def _names(*names: str) -> str:
 
 def build() -> dict[str, Any]:
     """The whole definitions document: vhost, users, permissions and the topology."""
-    handled = c.HANDLED_QUEUES
+    handled = handled_queues()
     dlqs = tuple(q + c.DLQ_SUFFIX for q in handled)
     permissions = {
         # Publishing needs write on the exchange only; no configure (the topology is loaded

@@ -11,6 +11,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from hookpipe import __version__, providers
 from hookpipe.errors import SettingsError
 from hookpipe.logs import configure_logging
 from hookpipe.settings import Settings
@@ -30,7 +31,7 @@ def _usage() -> str:
     width = max(map(len, SUBCOMMANDS))
     lines = [f"  {name:<{width}}  {help_text}" for name, (_, help_text) in SUBCOMMANDS.items()]
     return (
-        "usage: hookpipe COMMAND [ARGS]\n\ncommands:\n"
+        "usage: hookpipe COMMAND [ARGS]\n       hookpipe --version\n\ncommands:\n"
         + "\n".join(lines)
         + ("\n\n'hookpipe COMMAND --help' tells a command's arguments.")
     )
@@ -42,21 +43,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args_list or args_list[0] in ("-h", "--help"):
         print(_usage())
         return 0 if args_list else 2
+    if args_list[0] == "--version":
+        print(f"hookpipe {__version__}")
+        return 0
     command = args_list[0]
     if command not in SUBCOMMANDS:
         print(f"hookpipe: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module_name, help_text = SUBCOMMANDS[command]
-    module = importlib.import_module(module_name)
-    parser = argparse.ArgumentParser(prog=f"hookpipe {command}", description=help_text)
-    module.configure(parser)
-    args = parser.parse_args(args_list[1:])
     try:
-        settings = Settings.from_env()
+        module = importlib.import_module(module_name)
+        parser = argparse.ArgumentParser(prog=f"hookpipe {command}", description=help_text)
+        module.configure(parser)
+        args = parser.parse_args(args_list[1:])
+        # Providers from plugins bring settings of their own, read with the rest.
+        settings = Settings.from_env(sections=providers.settings_sections())
         configure_logging(settings.log_format, settings.log_level)
         return int(module.run(args, settings))
     except SettingsError as exc:
         print(f"hookpipe: bad setting: {exc}", file=sys.stderr)
+        return 2
+    except providers.ProviderError as exc:
+        print(f"hookpipe: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -2,8 +2,6 @@
 
 from typing import Final
 
-PROVIDERS: Final = ("jodo", "dreamclass", "rapyd", "flexprice")
-
 # The topic exchange every webhook is published to, routed by "{provider}.{event type}".
 EVENTS_EXCHANGE: Final = "hookpipe.events"
 # Alternate exchange of EVENTS_EXCHANGE: what no queue is bound for lands here instead of vanishing.
@@ -17,21 +15,6 @@ REQUEUE_EXCHANGE: Final = "hookpipe.requeue"
 # Prefix of the delayed-retry queues, one per delay in the retry schedule.
 RETRY_PREFIX: Final = "hookpipe.retry"
 DLQ_SUFFIX: Final = ".dlq"
-
-# Every event type a handler exists for; each is one quorum queue named by its routing key.
-HANDLED_QUEUES: Final = (
-    "jodo.order.payment.debited",
-    "jodo.direct.payment.cancelled",
-    "dreamclass.PAYMENT_CREATED",
-    "dreamclass.PAYMENT_UPDATED",
-    "dreamclass.PAYMENT_DELETED",
-    "rapyd.INVOICE_PAYMENT_CREATED",
-    "flexprice.payment.created",
-    "flexprice.payment.updated",
-    "flexprice.payment.failed",
-    "flexprice.payment.success",
-    "flexprice.payment.pending",
-)
 
 # Message headers set by the ingress and kept through retries and dead-lettering.
 HEADER_RECEIVED_AT: Final = "x-hookpipe-received-at"  # ms since the epoch, when the ingress read it

@@ -1,14 +1,24 @@
-"""One typed settings object, built once at start from the environment and passed down."""
+"""One typed settings object, built once at start from the environment and passed down.
+
+Each setting is declared once, with `setting()`: its default, the parser of its text (from
+hookpipe.values, which raises ValueError saying what was expected), its help line and whether it
+is a secret. Its environment variable is derived, HOOKPIPE_ and the field's name in capitals
+(unless it names its own), and so is the `<NAME>_FILE` variant that reads the value from a file.
+The README's settings table is generated from the same declarations (`python -m
+hookpipe.settings`), and a test keeps the two equal.
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import os
-from collections.abc import Callable, Mapping
+import sys
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
 from hookpipe import values
@@ -17,16 +27,95 @@ from hookpipe.values import IPNetwork
 
 T = TypeVar("T")
 
+ENV_PREFIX: Final = "HOOKPIPE_"
+_DECLARED: Final = "hookpipe.setting"
+_SECTION: Final = "hookpipe.section"
+
+
+@dataclass(frozen=True, slots=True)
+class Declaration:
+    """What `setting()` records about a field."""
+
+    parse: Callable[[str], Any]
+    help: str
+    env: str | None
+    secret: bool
+    # The text of a value, as it would be set in the environment (the parser's inverse).
+    text: Callable[[Any], str] | None
+    # The default as the README shows it; the default's text unless given.
+    shown_default: str | None
+
+
+def setting(
+    default: Any,
+    parse: Callable[[str], Any],
+    *,
+    help: str,
+    env: str | None = None,
+    secret: bool = False,
+    text: Callable[[Any], str] | None = None,
+    shown_default: str | None = None,
+) -> Any:
+    """Declare a setting: a dataclass field whose value comes from the environment."""
+    declaration = Declaration(parse, help, env, secret, text, shown_default)
+    return field(default=default, metadata={_DECLARED: declaration})
+
+
+def group(kind: type) -> Any:
+    """A field holding a group of settings of its own (read with the same rules)."""
+    return field(default_factory=kind, metadata={_SECTION: kind})
+
+
+def secret_list(value: str) -> tuple[str, ...]:
+    """Comma-separated secrets, so that a new one can be added before the old one goes."""
+    parts = tuple(part.strip() for part in value.split(","))
+    if any(part == "" for part in parts):
+        raise ValueError("an empty secret in the comma-separated list")
+    return parts
+
+
+def svix_keys(value: str) -> tuple[bytes, ...]:
+    """The HMAC keys of Standard Webhooks secrets: base64 of the part after `whsec_`."""
+    keys = []
+    for secret in secret_list(value):
+        try:
+            key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("expected whsec_ followed by base64") from None
+        if not key:
+            raise ValueError("the key after whsec_ is empty")
+        keys.append(key)
+    return tuple(keys)
+
+
+def _svix_text(keys: tuple[bytes, ...]) -> str:
+    return ",".join("whsec_" + base64.b64encode(key).decode() for key in keys)
+
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """Delayed-retry schedule: the n-th retry waits delays[n-1] seconds, give or take the jitter."""
 
-    delays: tuple[float, ...] = (1.0, 5.0, 30.0, 120.0, 600.0)
-    # Attempts in all, the first delivery included; past it a failing message is dead-lettered.
-    max_attempts: int = 6
-    # A fraction of each delay, added or removed at random so that a burst of failures spreads out.
-    jitter: float = 0.2
+    delays: tuple[float, ...] = setting(
+        (1.0, 5.0, 30.0, 120.0, 600.0),
+        values.delays,
+        env="HOOKPIPE_RETRY_DELAYS",
+        help="seconds before each retry (jittered); the last repeats",
+    )
+    max_attempts: int = setting(
+        6,
+        values.positive_int,
+        env="HOOKPIPE_MAX_ATTEMPTS",
+        help="attempts in all, the first delivery included, before a failing message is "
+        "dead-lettered",
+    )
+    jitter: float = setting(
+        0.2,
+        values.fraction,
+        env="HOOKPIPE_RETRY_JITTER",
+        help="the fraction each delay varies by, at random, so that a burst of failures "
+        "spreads out",
+    )
 
     def delay_for(self, retry: int) -> float:
         """The base delay before retry number `retry` (1-based); the last delay repeats."""
@@ -37,225 +126,289 @@ class RetryPolicy:
 class Settings:
     """Everything hookpipe reads from its environment; see the README's settings table."""
 
-    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
-    ledger_url: str = "sqlite:///var/ledger.sqlite3"
-    # PostgreSQL connections per worker process; a write holds one for two round trips only.
-    ledger_pool_size: int = 10
-    log_format: str = "auto"  # "json", "console", or "auto": console on a terminal, else JSON
-    log_level: str = "info"
+    amqp_url: str = setting(
+        "amqp://guest:guest@127.0.0.1:5672/", values.amqp_url, help="the broker"
+    )
+    ledger_url: str = setting(
+        "sqlite:///var/ledger.sqlite3",
+        values.ledger_url,
+        help="the ledger; `postgresql://user@host/db` for production",
+    )
+    ledger_pool_size: int = setting(
+        10,
+        values.positive_int,
+        help="PostgreSQL connections per worker process; a write holds one for two round trips",
+    )
 
-    jodo_secrets: tuple[str, ...] = ()
-    jodo_allowed_ips: tuple[IPNetwork, ...] = ()
+    jodo_secrets: tuple[str, ...] = setting(
+        (),
+        secret_list,
+        env="HOOKPIPE_JODO_SECRET",
+        secret=True,
+        help="Jodo signing secret(s), comma-separated for rotation",
+    )
+    jodo_allowed_ips: tuple[IPNetwork, ...] = setting(
+        (),
+        values.networks,
+        shown_default="empty (any)",
+        help="optional comma-separated CIDR allow-list of Jodo's addresses",
+    )
 
-    dreamclass_secrets: tuple[str, ...] = ()
+    dreamclass_secrets: tuple[str, ...] = setting(
+        (),
+        secret_list,
+        env="HOOKPIPE_DREAMCLASS_SECRET",
+        secret=True,
+        help="DreamClass webhook secret(s), comma-separated for rotation",
+    )
     # The docs leave open whether the key is the secret's text or base64 of raw key bytes.
-    dreamclass_secret_encoding: str = "utf-8"  # or "base64"
-    dreamclass_basic_auth: tuple[str, str] | None = None
-    dreamclass_api_url: str | None = None
-    dreamclass_api_key: str | None = None
-    dreamclass_api_auth_header: str = "Authorization"
-    dreamclass_api_auth_scheme: str = "Bearer"
+    dreamclass_secret_encoding: str = setting(
+        "utf-8",
+        values.choice("utf-8", "base64"),
+        help="`base64` if the secret is base64 of the raw key",
+    )
+    dreamclass_basic_auth: tuple[str, str] | None = setting(
+        None,
+        values.basic_auth,
+        secret=True,
+        text=":".join,
+        shown_default="empty",
+        help="optional `user:password` DreamClass sends",
+    )
+    dreamclass_api_url: str | None = setting(
+        None, values.http_url, help="the DreamClass REST API the workers call"
+    )
+    dreamclass_api_key: str | None = setting(None, str, secret=True, help="the DreamClass API key")
+    dreamclass_api_auth_header: str = setting(
+        "Authorization", str, help="the header the API key is sent in"
+    )
+    dreamclass_api_auth_scheme: str = setting(
+        "Bearer", str, help="the word before the key in that header"
+    )
     # The DreamClass API's own paths (docs/providers.md says how they were found).
-    dreamclass_api_invoice_path: str = "/dreamclassapi/v1/financial/invoices/{invoice_id}"
-    dreamclass_api_payment_methods_path: str = "/dreamclassapi/v1/financial/paymentmethods"
-    dreamclass_api_timeout: float = 5.0
-    dreamclass_payment_methods_ttl: float = 300.0
+    dreamclass_api_invoice_path: str = setting(
+        "/dreamclassapi/v1/financial/invoices/{invoice_id}",
+        values.path_with("{invoice_id}"),
+        help="the path of one invoice",
+    )
+    dreamclass_api_payment_methods_path: str = setting(
+        "/dreamclassapi/v1/financial/paymentmethods",
+        values.path_with(None),
+        help="the path of the payment methods",
+    )
+    dreamclass_api_timeout: float = setting(
+        5.0, values.positive_float, help="seconds one DreamClass API request may take"
+    )
+    dreamclass_payment_methods_ttl: float = setting(
+        300.0,
+        values.non_negative_float,
+        help="seconds the payment methods are cached (0: not cached)",
+    )
 
-    rapyd_access_key: str | None = None
-    rapyd_secret_key: str | None = None
-    rapyd_webhook_url: str | None = None
-    rapyd_tolerance: float = 300.0
+    rapyd_access_key: str | None = setting(None, str, secret=True, help="Rapyd access key")
+    rapyd_secret_key: str | None = setting(None, str, secret=True, help="Rapyd secret key")
+    rapyd_webhook_url: str | None = setting(
+        None, values.http_url, help="the exact webhook URL configured at Rapyd (it is signed)"
+    )
+    rapyd_tolerance: float = setting(
+        300.0, values.positive_float, help="seconds a Rapyd timestamp may be off"
+    )
 
-    flexprice_secrets: tuple[bytes, ...] = ()
-    flexprice_tolerance: float = 300.0
+    flexprice_secrets: tuple[bytes, ...] = setting(
+        (),
+        svix_keys,
+        env="HOOKPIPE_FLEXPRICE_SECRET",
+        secret=True,
+        text=_svix_text,
+        help="Flexprice (Svix) endpoint secret(s), `whsec_...`, comma-separated for rotation",
+    )
+    flexprice_tolerance: float = setting(
+        300.0, values.positive_float, help="seconds a Flexprice timestamp may be off"
+    )
 
+    max_body_bytes: int = setting(1_048_576, values.positive_int, help="larger bodies get 413")
+    publish_timeout: float = setting(
+        5.0,
+        values.positive_float,
+        help="seconds the ingress waits for the broker's confirm before answering 503",
+    )
+    retry: RetryPolicy = group(RetryPolicy)
+    delivery_limit: int = setting(
+        20,
+        values.positive_int,
+        help="the quorum queues' delivery limit: the backstop for a message that crashes workers",
+    )
+    worker_concurrency: int = setting(
+        32, values.positive_int, help="handlers at once per worker process (and its prefetch)"
+    )
+    worker_metrics_port: int = setting(
+        9101, values.port, help="a worker's Prometheus port (0: none)"
+    )
+    shutdown_grace: float = setting(
+        20.0,
+        values.non_negative_float,
+        help="seconds a stopping worker lets in-flight handlers finish",
+    )
     # Off where least-privilege users may not declare: the topology comes from deploy/'s
     # definitions file, or from `hookpipe topology declare` run by an operator.
-    declare_topology: bool = True
-    max_body_bytes: int = 1_048_576
-    publish_timeout: float = 5.0
-    delivery_limit: int = 20
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    worker_concurrency: int = 32
-    worker_metrics_port: int = 9101
-    shutdown_grace: float = 20.0
+    declare_topology: bool = setting(
+        True,
+        values.boolean,
+        help="`false` where the broker users may not declare (see `deploy/`)",
+    )
+    log_format: str = setting(
+        "auto",
+        values.choice("auto", "json", "console"),
+        help="`json`, `console`, or `auto` (console on a terminal)",
+    )
+    log_level: str = setting(
+        "info",
+        values.choice("debug", "info", "warning", "error"),
+        help="`debug`, `info`, `warning`, `error`",
+    )
 
-    def provider_configured(self, provider: str) -> bool:
-        """Whether a provider has what its signature check needs; otherwise it accepts nothing."""
-        match provider:
-            case "jodo":
-                return bool(self.jodo_secrets)
-            case "dreamclass":
-                return bool(self.dreamclass_secrets)
-            case "rapyd":
-                return bool(
-                    self.rapyd_access_key and self.rapyd_secret_key and self.rapyd_webhook_url
-                )
-            case "flexprice":
-                return bool(self.flexprice_secrets)
-        return False
+    # The settings of providers from plugins, each an instance of its own class.
+    sections: tuple[Any, ...] = ()
 
     @property
     def dreamclass_api_configured(self) -> bool:
         return bool(self.dreamclass_api_url and self.dreamclass_api_key)
 
+    def section(self, kind: type[T]) -> T:
+        """A plugin's settings, as read with these; its defaults if they were not read."""
+        for candidate in self.sections:
+            if isinstance(candidate, kind):
+                return candidate
+        return kind()
+
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Build the settings from `environ` (default: the process environment).
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, sections: tuple[type, ...] = ()
+    ) -> Settings:
+        """Build the settings from `environ` (default: the process environment), with the
+        plugins' settings classes in `sections`.
 
         Raises SettingsError, whose message is one line naming the variable, on a malformed value.
         """
-        env = _Env(os.environ if environ is None else environ)
-        defaults = cls()
-        retry_defaults = RetryPolicy()
-        return cls(
-            amqp_url=env.get("HOOKPIPE_AMQP_URL", defaults.amqp_url, values.amqp_url),
-            ledger_url=env.get("HOOKPIPE_LEDGER_URL", defaults.ledger_url, values.ledger_url),
-            ledger_pool_size=env.get(
-                "HOOKPIPE_LEDGER_POOL_SIZE", defaults.ledger_pool_size, values.positive_int
-            ),
-            log_format=env.get(
-                "HOOKPIPE_LOG_FORMAT", defaults.log_format, values.choice("auto", "json", "console")
-            ),
-            log_level=env.get(
-                "HOOKPIPE_LOG_LEVEL",
-                defaults.log_level,
-                values.choice("debug", "info", "warning", "error"),
-            ),
-            jodo_secrets=env.secrets("HOOKPIPE_JODO_SECRET"),
-            jodo_allowed_ips=env.get("HOOKPIPE_JODO_ALLOWED_IPS", (), values.networks),
-            dreamclass_secrets=env.secrets("HOOKPIPE_DREAMCLASS_SECRET"),
-            dreamclass_secret_encoding=env.get(
-                "HOOKPIPE_DREAMCLASS_SECRET_ENCODING",
-                defaults.dreamclass_secret_encoding,
-                values.choice("utf-8", "base64"),
-            ),
-            dreamclass_basic_auth=env.get(
-                "HOOKPIPE_DREAMCLASS_BASIC_AUTH", None, values.basic_auth, secret=True
-            ),
-            dreamclass_api_url=env.get("HOOKPIPE_DREAMCLASS_API_URL", None, values.http_url),
-            dreamclass_api_key=env.get("HOOKPIPE_DREAMCLASS_API_KEY", None, str, secret=True),
-            dreamclass_api_auth_header=env.get(
-                "HOOKPIPE_DREAMCLASS_API_AUTH_HEADER", defaults.dreamclass_api_auth_header, str
-            ),
-            dreamclass_api_auth_scheme=env.get(
-                "HOOKPIPE_DREAMCLASS_API_AUTH_SCHEME", defaults.dreamclass_api_auth_scheme, str
-            ),
-            dreamclass_api_invoice_path=env.get(
-                "HOOKPIPE_DREAMCLASS_API_INVOICE_PATH",
-                defaults.dreamclass_api_invoice_path,
-                values.path_with("{invoice_id}"),
-            ),
-            dreamclass_api_payment_methods_path=env.get(
-                "HOOKPIPE_DREAMCLASS_API_PAYMENT_METHODS_PATH",
-                defaults.dreamclass_api_payment_methods_path,
-                values.path_with(None),
-            ),
-            dreamclass_api_timeout=env.get(
-                "HOOKPIPE_DREAMCLASS_API_TIMEOUT",
-                defaults.dreamclass_api_timeout,
-                values.positive_float,
-            ),
-            dreamclass_payment_methods_ttl=env.get(
-                "HOOKPIPE_DREAMCLASS_PAYMENT_METHODS_TTL",
-                defaults.dreamclass_payment_methods_ttl,
-                values.non_negative_float,
-            ),
-            rapyd_access_key=env.get("HOOKPIPE_RAPYD_ACCESS_KEY", None, str, secret=True),
-            rapyd_secret_key=env.get("HOOKPIPE_RAPYD_SECRET_KEY", None, str, secret=True),
-            rapyd_webhook_url=env.get("HOOKPIPE_RAPYD_WEBHOOK_URL", None, values.http_url),
-            rapyd_tolerance=env.get(
-                "HOOKPIPE_RAPYD_TOLERANCE", defaults.rapyd_tolerance, values.positive_float
-            ),
-            flexprice_secrets=tuple(_svix_key(s) for s in env.secrets("HOOKPIPE_FLEXPRICE_SECRET"))
-            if env.has("HOOKPIPE_FLEXPRICE_SECRET")
-            else (),
-            flexprice_tolerance=env.get(
-                "HOOKPIPE_FLEXPRICE_TOLERANCE", defaults.flexprice_tolerance, values.positive_float
-            ),
-            declare_topology=env.get(
-                "HOOKPIPE_DECLARE_TOPOLOGY", defaults.declare_topology, values.boolean
-            ),
-            max_body_bytes=env.get(
-                "HOOKPIPE_MAX_BODY_BYTES", defaults.max_body_bytes, values.positive_int
-            ),
-            publish_timeout=env.get(
-                "HOOKPIPE_PUBLISH_TIMEOUT", defaults.publish_timeout, values.positive_float
-            ),
-            delivery_limit=env.get(
-                "HOOKPIPE_DELIVERY_LIMIT", defaults.delivery_limit, values.positive_int
-            ),
-            retry=RetryPolicy(
-                delays=env.get("HOOKPIPE_RETRY_DELAYS", retry_defaults.delays, values.delays),
-                max_attempts=env.get(
-                    "HOOKPIPE_MAX_ATTEMPTS", retry_defaults.max_attempts, values.positive_int
-                ),
-                jitter=env.get("HOOKPIPE_RETRY_JITTER", retry_defaults.jitter, values.fraction),
-            ),
-            worker_concurrency=env.get(
-                "HOOKPIPE_WORKER_CONCURRENCY", defaults.worker_concurrency, values.positive_int
-            ),
-            worker_metrics_port=env.get(
-                "HOOKPIPE_WORKER_METRICS_PORT", defaults.worker_metrics_port, values.port
-            ),
-            shutdown_grace=env.get(
-                "HOOKPIPE_SHUTDOWN_GRACE", defaults.shutdown_grace, values.non_negative_float
-            ),
+        env = os.environ if environ is None else environ
+        read = read_settings(cls, env)
+        return dataclasses.replace(
+            read, sections=tuple(read_settings(kind, env) for kind in sections)
         )
 
 
-class _Env:
-    """Reads variables, and `<NAME>_FILE` for secrets; every error names the variable."""
-
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        self._environ = environ
-
-    def has(self, name: str) -> bool:
-        return self.raw(name) is not None
-
-    def raw(self, name: str) -> str | None:
-        value = self._environ.get(name)
-        path = self._environ.get(f"{name}_FILE")
-        if value is not None and path is not None:
-            raise SettingsError(f"{name} and {name}_FILE are both set; set only one")
-        if path is not None:
-            try:
-                value = Path(path).read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise SettingsError(
-                    f"{name}_FILE: cannot read {path!r} ({exc.strerror or exc})"
-                ) from exc
-        if value is None or value.strip() == "":
-            return None
-        return value.strip()
-
-    def get(
-        self,
-        name: str,
-        default: T,
-        parse: Callable[[str], T],
-        *,
-        secret: bool = False,
-    ) -> T:
-        value = self.raw(name)
-        if value is None:
-            return default
+def read_settings(kind: type[T], environ: Mapping[str, str]) -> T:
+    """An instance of a settings class whose fields are declared with `setting()`."""
+    found: dict[str, Any] = {}
+    for item in dataclasses.fields(kind):  # type: ignore[arg-type]
+        nested = item.metadata.get(_SECTION)
+        if nested is not None:
+            found[item.name] = read_settings(nested, environ)
+            continue
+        declaration: Declaration | None = item.metadata.get(_DECLARED)
+        if declaration is None:
+            continue
+        name = env_name(kind, item.name)
+        text = _raw(environ, name)
+        if text is None:
+            continue
         try:
-            return parse(value)
+            found[item.name] = declaration.parse(text)
         except (ValueError, TypeError) as exc:
             # A secret's value never appears in the message; anything else helps to see it.
-            shown = "" if secret else f" (got {_without_password(value)!r})"
+            shown = "" if declaration.secret else f" (got {_without_password(text)!r})"
             raise SettingsError(f"{name}: {exc}{shown}") from exc
+    return kind(**found)
 
-    def secrets(self, name: str) -> tuple[str, ...]:
-        """Comma-separated secrets, so that a new one can be added before the old one goes."""
-        value = self.raw(name)
-        if value is None:
-            return ()
-        parts = tuple(p.strip() for p in value.split(","))
-        if any(p == "" for p in parts):
-            raise SettingsError(f"{name}: an empty secret in the comma-separated list")
-        return parts
+
+def env_name(kind: type, name: str) -> str:
+    """The environment variable of a setting: its own, or the class's prefix and its name."""
+    item = {f.name: f for f in dataclasses.fields(kind)}[name]
+    declaration: Declaration | None = item.metadata.get(_DECLARED)
+    if declaration is not None and declaration.env is not None:
+        return declaration.env
+    return str(getattr(kind, "ENV_PREFIX", ENV_PREFIX)) + name.upper()
+
+
+def declarations(kind: type = Settings) -> Iterator[tuple[str, str, Declaration]]:
+    """(environment variable, field name, declaration) of every setting, sections included."""
+    for item in dataclasses.fields(kind):
+        nested = item.metadata.get(_SECTION)
+        if nested is not None:
+            yield from declarations(nested)
+        declaration: Declaration | None = item.metadata.get(_DECLARED)
+        if declaration is not None:
+            yield env_name(kind, item.name), item.name, declaration
+
+
+def to_env(settings: Any) -> dict[str, str]:
+    """The environment that gives these settings back (a child process's, say); a setting that
+    is not set (None) is left out."""
+    env: dict[str, str] = {}
+    for item in dataclasses.fields(settings):
+        value = getattr(settings, item.name)
+        if item.metadata.get(_SECTION) is not None:
+            env.update(to_env(value))
+            continue
+        declaration: Declaration | None = item.metadata.get(_DECLARED)
+        if declaration is not None and value is not None:
+            env[env_name(type(settings), item.name)] = (declaration.text or _text)(value)
+    for plugin_section in getattr(settings, "sections", ()):
+        env.update(to_env(plugin_section))
+    return env
+
+
+def settings_table() -> str:
+    """The README's settings table, in Markdown."""
+    rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
+    for name, item_name, declaration in declarations():
+        default = _default_of(Settings, item_name)
+        shown = declaration.shown_default
+        if shown is None:
+            shown = "—" if default in (None, ()) else f"`{_text(default)}`"
+        rows.append(f"| `{name}` | {shown} | {declaration.help} |")
+    return "\n".join(rows) + "\n"
+
+
+def _default_of(kind: type, name: str) -> Any:
+    for item in dataclasses.fields(kind):
+        if item.name == name:
+            return item.default
+        nested = item.metadata.get(_SECTION)
+        if nested is not None:
+            try:
+                return _default_of(nested, name)
+            except KeyError:
+                pass
+    raise KeyError(name)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, tuple):
+        return ",".join(_text(item) for item in value)
+    return str(value)
+
+
+def _raw(environ: Mapping[str, str], name: str) -> str | None:
+    """A variable's value, or that of the file `<NAME>_FILE` names; None when unset or blank."""
+    value = environ.get(name)
+    path = environ.get(f"{name}_FILE")
+    if value is not None and path is not None:
+        raise SettingsError(f"{name} and {name}_FILE are both set; set only one")
+    if path is not None:
+        try:
+            value = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise SettingsError(
+                f"{name}_FILE: cannot read {path!r} ({exc.strerror or exc})"
+            ) from exc
+    if value is None or value.strip() == "":
+        return None
+    return value.strip()
 
 
 def _without_password(value: str) -> str:
@@ -267,15 +420,5 @@ def _without_password(value: str) -> str:
     return value if password is None else value.replace(f":{password}@", ":***@", 1)
 
 
-def _svix_key(secret: str) -> bytes:
-    """The HMAC key of a Standard Webhooks secret: base64 of the part after `whsec_`."""
-    encoded = secret.removeprefix("whsec_")
-    try:
-        key = base64.b64decode(encoded, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise SettingsError(
-            "HOOKPIPE_FLEXPRICE_SECRET: expected whsec_ followed by base64"
-        ) from exc
-    if not key:
-        raise SettingsError("HOOKPIPE_FLEXPRICE_SECRET: the key after whsec_ is empty")
-    return key
+if __name__ == "__main__":
+    sys.stdout.write(settings_table())

@@ -15,6 +15,7 @@ import aio_pika
 from aio_pika.abc import AbstractChannel
 
 from hookpipe import constants as c
+from hookpipe.providers import handled_queues
 from hookpipe.settings import RetryPolicy, Settings
 
 # Header the delayed-retry exchange routes on: which delay queue a retried message waits in.
@@ -109,7 +110,7 @@ def plan(settings: Settings) -> Plan:
     )
     queues: list[QueueSpec] = [QueueSpec(c.UNROUTED_QUEUE, {"x-queue-type": "quorum"})]
     bindings: list[BindingSpec] = [BindingSpec(c.UNROUTED_QUEUE, c.UNROUTED_EXCHANGE)]
-    for name in c.HANDLED_QUEUES:
+    for name in handled_queues():
         dlq = dlq_name(name)
         queues.append(QueueSpec(dlq, {"x-queue-type": "quorum"}))
         bindings.append(BindingSpec(dlq, c.DEAD_LETTER_EXCHANGE, dlq))
@@ -230,7 +231,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     asyncio.run(declare_with(settings))
     print(
-        f"declared {c.EVENTS_EXCHANGE}, {len(c.HANDLED_QUEUES)} queues with their DLQs, "
+        f"declared {c.EVENTS_EXCHANGE}, {len(handled_queues())} queues with their DLQs, "
         f"{len(retry_delays_ms(settings.retry))} retry queues and {c.UNROUTED_QUEUE}"
     )
     return 0

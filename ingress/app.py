@@ -16,14 +16,13 @@ from typing import Final
 import orjson
 import structlog
 from aiohttp import web
+
+from hookpipe import providers
+from hookpipe.errors import BrokerUnavailable
 from hookpipe.ingress.errors import AuthenticationFailed, PayloadTooLarge, Refused, UnknownProvider
 from hookpipe.ingress.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from hookpipe.ingress.metrics import IngressMetrics
-from hookpipe.ingress.providers import MISSING_SETTING, Provider, configured
 from hookpipe.ingress.publisher import Publisher
-
-from hookpipe.constants import PROVIDERS
-from hookpipe.errors import BrokerUnavailable
 from hookpipe.settings import Settings
 
 log = structlog.get_logger()
@@ -51,7 +50,7 @@ def create_app(settings: Settings, *, clock: Clock = time.time) -> web.Applicati
     app[SETTINGS] = settings
     app[PUBLISHER] = publisher
     app[METRICS] = metrics
-    webhooks = _Webhooks(settings, configured(settings), publisher, metrics, clock)
+    webhooks = _Webhooks(settings, publisher, metrics, clock)
     app.router.add_post("/webhooks/{provider}", webhooks.handle)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
@@ -72,14 +71,20 @@ class _Webhooks:
     """The POST handler, with what it needs looked up once rather than per request."""
 
     def __init__(
-        self,
-        settings: Settings,
-        providers: dict[str, Provider],
-        publisher: Publisher,
-        metrics: IngressMetrics,
-        clock: Clock,
+        self, settings: Settings, publisher: Publisher, metrics: IngressMetrics, clock: Clock
     ) -> None:
-        self._providers = providers
+        known = providers.providers()
+        # The providers whose settings are complete; the others accept nothing.
+        self._authenticators = {
+            name: provider.build_authenticator(settings)
+            for name, provider in known.items()
+            if provider.configured(settings)
+        }
+        self._not_configured = {
+            name: provider.missing(settings)
+            for name, provider in known.items()
+            if name not in self._authenticators
+        }
         self._publisher = publisher
         self._metrics = metrics
         self._clock = clock
@@ -88,22 +93,27 @@ class _Webhooks:
     async def handle(self, request: web.Request) -> web.Response:
         name = request.match_info["provider"]
         # A metric label and a log field: an unknown name must not mint new ones.
-        label = name if name in PROVIDERS else "unknown"
+        label = name if name in self._authenticators or name in self._not_configured else "unknown"
         request_id = _request_id(request.headers.get(REQUEST_ID_HEADER))
         # aiohttp serves a keep-alive connection's requests in one task: start each one clean.
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id, provider=label)
         try:
-            provider = self._provider(name, label)
+            authenticator = self._authenticator(name)
             body = await self._read(request)
             received_at_ms = time.time_ns() // 1_000_000
-            envelope = provider.authenticate(body, request.headers, request.remote, self._clock())
+            envelope = authenticator.authenticate(
+                body, request.headers, request.remote, self._clock()
+            )
             structlog.contextvars.bind_contextvars(
                 event_id=envelope.event_id, event_type=envelope.event_type
             )
             started = time.perf_counter()
-            await self._publisher.publish(body, name, envelope, request_id, received_at_ms)
-            self._metrics.publish_seconds.observe(time.perf_counter() - started)
+            try:
+                await self._publisher.publish(body, name, envelope, request_id, received_at_ms)
+            finally:
+                # A failed or timed-out publish is observed too: it is the tail this shows.
+                self._metrics.publish_seconds.observe(time.perf_counter() - started)
         except AuthenticationFailed as exc:
             self._metrics.auth_failure(label, exc.reason)
             return self._refuse(label, exc.status, exc.reason, request_id)
@@ -128,14 +138,16 @@ class _Webhooks:
             headers={REQUEST_ID_HEADER: request_id},
         )
 
-    def _provider(self, name: str, label: str) -> Provider:
-        provider = self._providers.get(name)
-        if provider is not None:
-            return provider
-        if label == "unknown":
-            raise UnknownProvider(f"unknown provider; expected one of {', '.join(PROVIDERS)}")
+    def _authenticator(self, name: str) -> providers.Authenticator:
+        authenticator = self._authenticators.get(name)
+        if authenticator is not None:
+            return authenticator
+        missing = self._not_configured.get(name)
+        if missing is None:
+            known = ", ".join((*self._authenticators, *self._not_configured))
+            raise UnknownProvider(f"unknown provider; expected one of {known}")
         raise UnknownProvider(
-            f"provider {name} is not configured on this ingress ({MISSING_SETTING[name]})"
+            f"provider {name} is not configured on this ingress ({', '.join(missing)})"
         )
 
     async def _read(self, request: web.Request) -> bytes:

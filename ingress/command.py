@@ -8,7 +8,7 @@ import contextlib
 import signal
 from collections.abc import Callable
 
-from hookpipe.constants import PROVIDERS
+from hookpipe import providers
 from hookpipe.settings import Settings
 
 
@@ -27,6 +27,7 @@ async def serve(settings: Settings, host: str, port: int) -> None:
     """Serve until SIGTERM or SIGINT, then stop taking requests and let in-flight ones finish."""
     import structlog
     from aiohttp import web
+
     from hookpipe.ingress.app import create_app
 
     log = structlog.get_logger()
@@ -38,12 +39,12 @@ async def serve(settings: Settings, host: str, port: int) -> None:
     try:
         site = web.TCPSite(runner, host, port)
         await site.start()
-        configured = [p for p in PROVIDERS if settings.provider_configured(p)]
+        known = providers.providers().values()
         log.info(
             "ingress listening",
             address=", ".join(_address(a) for a in runner.addresses),
-            providers=configured,
-            not_configured=[p for p in PROVIDERS if p not in configured],
+            providers=[p.name for p in known if p.configured(settings)],
+            not_configured=[p.name for p in known if not p.configured(settings)],
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -9,30 +9,28 @@ from __future__ import annotations
 
 import base64
 import binascii
+import uuid
 from collections.abc import Mapping
 from typing import Final
 
-import msgspec
-from hookpipe.ingress.auth import b64decode, hmac_sha256, matches_any, required
-from hookpipe.ingress.envelope import Envelope, Token, decode
-from hookpipe.ingress.errors import AuthenticationFailed, InvalidEnvelope
+import orjson
 
 from hookpipe.errors import SettingsError
+from hookpipe.ingress.auth import b64decode, hmac_sha256, matches_any, required
+from hookpipe.ingress.envelope import Envelope, decode
+from hookpipe.ingress.errors import AuthenticationFailed
+from hookpipe.providers import Provider, SignedWebhook
+from hookpipe.schemas.dreamclass import (
+    PAYMENT_CREATED,
+    PAYMENT_DELETED,
+    PAYMENT_UPDATED,
+    envelope_decoder,
+)
 from hookpipe.settings import Settings
 
 NAME: Final = "dreamclass"
 AUTHORIZATION_HEADER: Final = "Authorization"
 _DIGEST_SIZE = 32
-
-
-class _Envelope(msgspec.Struct, frozen=True):
-    # Optional here so that each missing field gets its own answer (401 or 400) below.
-    id: Token | None = None
-    type: Token | None = None
-    signature: str | None = None
-
-
-_decoder = msgspec.json.Decoder(_Envelope)
 
 
 def signing_key(secret: str, encoding: str) -> bytes:
@@ -65,18 +63,14 @@ class DreamClass:
         """Basic auth on the headers; the signature needs the body: decode {id, type, signature}."""
         if self._basic is not None:
             self._check_basic_auth(headers.get(AUTHORIZATION_HEADER))
-        envelope = decode(_decoder, body)
+        envelope = decode(envelope_decoder, body)
         provided = required(envelope.signature, "signature")
-        if envelope.id is None:
-            raise InvalidEnvelope("invalid envelope: Object missing required field `id`")
         digest = b64decode(provided, "signature")
         if len(digest) != _DIGEST_SIZE:
             raise AuthenticationFailed("malformed signature")
         message = envelope.id.encode()
         if not matches_any(digest, (hmac_sha256(key, message) for key in self._keys)):
             raise AuthenticationFailed("signature mismatch")
-        if envelope.type is None:
-            raise InvalidEnvelope("invalid envelope: Object missing required field `type`")
         return Envelope(envelope.id, envelope.type)
 
     def _check_basic_auth(self, header: str | None) -> None:
@@ -99,3 +93,33 @@ def basic_auth_header(user: str, password: str) -> dict[str, str]:
     """The Authorization header DreamClass sends when Basic auth is configured."""
     token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
     return {AUTHORIZATION_HEADER: f"Basic {token}"}
+
+
+def sign_example(
+    settings: Settings, event: str, body: bytes, *, fresh: bool = False, now: float = 0.0
+) -> SignedWebhook:
+    """An example webhook as DreamClass would send it: of type `event`, its id signed with the
+    first configured secret, with Basic auth if that is configured."""
+    # The signature is a field of the body, so the body is rebuilt around a new one.
+    document = orjson.loads(body)
+    document["type"] = event
+    if fresh:
+        document["id"] = str(uuid.uuid4())
+    key = signing_key(settings.dreamclass_secrets[0], settings.dreamclass_secret_encoding)
+    document["signature"] = signature(document["id"], key)
+    auth = settings.dreamclass_basic_auth
+    headers = {} if auth is None else basic_auth_header(*auth)
+    return SignedWebhook(orjson.dumps(document), headers)
+
+
+PROVIDER: Final = Provider(
+    name=NAME,
+    events=(PAYMENT_CREATED, PAYMENT_UPDATED, PAYMENT_DELETED),
+    required=("dreamclass_secrets",),
+    authenticator=DreamClass,
+    handlers="hookpipe.workers.handlers.dreamclass:handlers",
+    sign=sign_example,
+    examples="hookpipe.seeds",
+    # DreamClass documents one example body; the others differ by their type alone.
+    example_aliases={PAYMENT_UPDATED: PAYMENT_CREATED, PAYMENT_DELETED: PAYMENT_CREATED},
+)

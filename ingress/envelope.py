@@ -1,23 +1,21 @@
-"""The little the ingress reads from a body: the event id and type, with minimal msgspec structs.
+"""What the ingress reads from a body: the event id and type, with each provider's `Envelope`
+struct from its schemas module.
 
-Only these fields are decoded (msgspec skips the rest without building it), so a large payload
-costs a scan, not an object tree.
+Only the envelope's fields are decoded (msgspec skips the rest without building it), so a large
+payload costs a scan, not an object tree.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, NamedTuple, TypeVar
+from typing import NamedTuple, TypeVar
 
 import msgspec
+
 from hookpipe.ingress.errors import InvalidEnvelope
+from hookpipe.schemas.common import TOKEN_PATTERN
 
-# Ids and types end up in AMQP short strings (message_id, routing key: at most 255 bytes) and in
-# log lines: printable ASCII without spaces, short enough for "{provider}.{type}" to fit.
-_TOKEN_PATTERN = "^[!-~]{1,128}$"
-_TOKEN = re.compile(_TOKEN_PATTERN)
-
-Token = Annotated[str, msgspec.Meta(pattern=_TOKEN_PATTERN)]
+_TOKEN = re.compile(TOKEN_PATTERN)
 
 T = TypeVar("T")
 
@@ -30,7 +28,7 @@ class Envelope(NamedTuple):
 
 
 def decode(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
-    """Decode a body with a minimal struct; InvalidEnvelope (400) says what is wrong with it."""
+    """Decode a body's envelope; InvalidEnvelope (400) says what is wrong with it."""
     if not body.strip():
         raise InvalidEnvelope("empty body")
     try:

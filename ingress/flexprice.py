@@ -8,10 +8,11 @@ configured key (rotation), entries of other versions are ignored.
 from __future__ import annotations
 
 import base64
+import hashlib
+import uuid
 from collections.abc import Mapping
 from typing import Final
 
-import msgspec
 from hookpipe.ingress.auth import (
     ascii_bytes,
     b64decode,
@@ -20,20 +21,14 @@ from hookpipe.ingress.auth import (
     matches_any,
     required,
 )
-from hookpipe.ingress.envelope import Envelope, Token, check_token, decode
+from hookpipe.ingress.envelope import Envelope, check_token, decode
 from hookpipe.ingress.errors import AuthenticationFailed, InvalidEnvelope
-
+from hookpipe.providers import Provider, SignedWebhook
+from hookpipe.schemas.flexprice import PAYMENT_EVENT_TYPES, envelope_decoder
 from hookpipe.settings import Settings
 
 NAME: Final = "flexprice"
 _VERSION = "v1"
-
-
-class _Envelope(msgspec.Struct, frozen=True):
-    event_type: Token
-
-
-_decoder = msgspec.json.Decoder(_Envelope)
 
 
 class Flexprice:
@@ -50,7 +45,7 @@ class Flexprice:
     ) -> Envelope:
         """Check the timestamp and the signatures on the raw bytes; the id is the header's."""
         msg_id = verify(body, headers, self._keys, now=now, tolerance=self._tolerance)
-        envelope = decode(_decoder, body)
+        envelope = decode(envelope_decoder, body)
         return Envelope(msg_id, envelope.event_type)
 
 
@@ -108,3 +103,26 @@ def sign(body: bytes, *, key: bytes, msg_id: str, timestamp: int) -> dict[str, s
         "svix-timestamp": str(timestamp),
         "svix-signature": f"{_VERSION},{digest}",
     }
+
+
+def sign_example(
+    settings: Settings, event: str, body: bytes, *, fresh: bool = False, now: float = 0.0
+) -> SignedWebhook:
+    """An example webhook as Flexprice would send it, signed with the first configured key."""
+    # The id travels in a header: derived from the body, the same example keeps its id.
+    token = uuid.uuid4().hex if fresh else hashlib.sha256(body).hexdigest()[:32]
+    headers = sign(
+        body, key=settings.flexprice_secrets[0], msg_id=f"msg_{token}", timestamp=int(now)
+    )
+    return SignedWebhook(body, headers)
+
+
+PROVIDER: Final = Provider(
+    name=NAME,
+    events=PAYMENT_EVENT_TYPES,
+    required=("flexprice_secrets",),
+    authenticator=Flexprice,
+    handlers="hookpipe.workers.handlers.flexprice:handlers",
+    sign=sign_example,
+    examples="hookpipe.seeds",
+)

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import uuid
 from collections.abc import Mapping
 from typing import Final
 
-import msgspec
 from hookpipe.ingress.auth import hmac_sha256_hex, matches_any, required
-from hookpipe.ingress.envelope import Envelope, Token, decode
+from hookpipe.ingress.envelope import Envelope, decode
 from hookpipe.ingress.errors import AuthenticationFailed
-
+from hookpipe.ingress.example import with_fields
+from hookpipe.providers import Provider, SignedWebhook
+from hookpipe.schemas.jodo import DIRECT_PAYMENT_CANCELLED, ORDER_PAYMENT_DEBITED, envelope_decoder
 from hookpipe.settings import Settings
 from hookpipe.values import IPNetwork
 
@@ -22,14 +24,6 @@ NAME: Final = "jodo"
 SIGNATURE_HEADER: Final = "X-Jodo-Signature"
 
 _HEX_DIGEST = re.compile("[0-9a-fA-F]{64}")
-
-
-class _Envelope(msgspec.Struct, frozen=True):
-    event_id: Token
-    event: Token
-
-
-_decoder = msgspec.json.Decoder(_Envelope)
 
 
 class Jodo:
@@ -57,7 +51,7 @@ class Jodo:
         candidate = provided.lower().encode("ascii")
         if not matches_any(candidate, (hmac_sha256_hex(key, body) for key in self._keys)):
             raise AuthenticationFailed("signature mismatch")
-        envelope = decode(_decoder, body)
+        envelope = decode(envelope_decoder, body)
         return Envelope(envelope.event_id, envelope.event)
 
 
@@ -77,3 +71,23 @@ def peer_allowed(peer: str | None, networks: tuple[IPNetwork, ...]) -> bool:
 def sign(body: bytes, secret: str) -> dict[str, str]:
     """The headers Jodo would send with `body`."""
     return {SIGNATURE_HEADER: hmac_sha256_hex(secret.encode(), body).decode("ascii")}
+
+
+def sign_example(
+    settings: Settings, event: str, body: bytes, *, fresh: bool = False, now: float = 0.0
+) -> SignedWebhook:
+    """An example webhook as Jodo would send it, signed with the first configured secret."""
+    if fresh:
+        body = with_fields(body, event_id=str(uuid.uuid4()))
+    return SignedWebhook(body, sign(body, settings.jodo_secrets[0]))
+
+
+PROVIDER: Final = Provider(
+    name=NAME,
+    events=(ORDER_PAYMENT_DEBITED, DIRECT_PAYMENT_CANCELLED),
+    required=("jodo_secrets",),
+    authenticator=Jodo,
+    handlers="hookpipe.workers.handlers.jodo:handlers",
+    sign=sign_example,
+    examples="hookpipe.seeds",
+)

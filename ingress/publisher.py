@@ -17,7 +17,6 @@ from typing import Final
 import structlog
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS, AMQPChannelError, DeliveryError
-from hookpipe.ingress.envelope import Envelope
 from pamqp.commands import Basic
 from yarl import URL
 
@@ -25,6 +24,7 @@ from hookpipe import constants as c
 from hookpipe import topology
 from hookpipe.broker import connect
 from hookpipe.errors import BrokerUnavailable
+from hookpipe.ingress.envelope import Envelope
 from hookpipe.settings import Settings
 
 log = structlog.get_logger()

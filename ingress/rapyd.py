@@ -7,10 +7,11 @@ secret key + raw body)), where url is the exact webhook URL configured at Rapyd.
 from __future__ import annotations
 
 import base64
+import secrets
+import uuid
 from collections.abc import Mapping
 from typing import Final
 
-import msgspec
 from hookpipe.ingress.auth import (
     ascii_bytes,
     b64decode,
@@ -19,20 +20,14 @@ from hookpipe.ingress.auth import (
     matches_any,
     required,
 )
-from hookpipe.ingress.envelope import Envelope, Token, decode
+from hookpipe.ingress.envelope import Envelope, decode
 from hookpipe.ingress.errors import AuthenticationFailed
-
+from hookpipe.ingress.example import with_fields
+from hookpipe.providers import Provider, SignedWebhook
+from hookpipe.schemas.rapyd import INVOICE_PAYMENT_CREATED, envelope_decoder
 from hookpipe.settings import Settings
 
 NAME: Final = "rapyd"
-
-
-class _Envelope(msgspec.Struct, frozen=True):
-    id: Token
-    type: Token
-
-
-_decoder = msgspec.json.Decoder(_Envelope)
 
 
 class Rapyd:
@@ -63,7 +58,7 @@ class Rapyd:
         )
         if not matches_any(signed_hex, (expected,)):
             raise AuthenticationFailed("signature mismatch")
-        envelope = decode(_decoder, body)
+        envelope = decode(envelope_decoder, body)
         return Envelope(envelope.id, envelope.type)
 
 
@@ -78,3 +73,33 @@ def sign(
         "timestamp": str(timestamp),
         "signature": base64.b64encode(hex_digest).decode("ascii"),
     }
+
+
+def sign_example(
+    settings: Settings, event: str, body: bytes, *, fresh: bool = False, now: float = 0.0
+) -> SignedWebhook:
+    """An example webhook as Rapyd would send it to the configured webhook URL, at `now`."""
+    if fresh:
+        body = with_fields(body, id=f"wh_{uuid.uuid4().hex}")
+    assert settings.rapyd_webhook_url and settings.rapyd_access_key
+    assert settings.rapyd_secret_key
+    headers = sign(
+        body,
+        url=settings.rapyd_webhook_url,
+        access_key=settings.rapyd_access_key,
+        secret_key=settings.rapyd_secret_key,
+        salt=secrets.token_hex(8),
+        timestamp=int(now),
+    )
+    return SignedWebhook(body, headers)
+
+
+PROVIDER: Final = Provider(
+    name=NAME,
+    events=(INVOICE_PAYMENT_CREATED,),
+    required=("rapyd_access_key", "rapyd_secret_key", "rapyd_webhook_url"),
+    authenticator=Rapyd,
+    handlers="hookpipe.workers.handlers.rapyd:handlers",
+    sign=sign_example,
+    examples="hookpipe.seeds",
+)

@@ -8,6 +8,12 @@ from typing import Annotated
 
 import msgspec
 
+# An event id or type: it ends up in AMQP short strings (message_id, routing key: at most 255
+# bytes) and in log lines, so printable ASCII without spaces, short enough for
+# "{provider}.{type}" to fit.
+TOKEN_PATTERN = "^[!-~]{1,128}$"
+Token = Annotated[str, msgspec.Meta(pattern=TOKEN_PATTERN)]
+
 # A moment with its zone: an RFC 3339 string without an offset is a ValidationError, not a
 # guess about which zone was meant.
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]

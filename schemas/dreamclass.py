@@ -11,7 +11,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import msgspec
-from hookpipe.schemas.common import AwareDatetime, Money
+
+from hookpipe.schemas.common import AwareDatetime, Money, Token
 
 # Payment status codes, as the webhook documentation lists them.
 STATUS_VALID: Final = 1
@@ -33,13 +34,22 @@ class DreamClassStruct(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class Envelope(DreamClassStruct, kw_only=True, frozen=True):
-    """What every DreamClass webhook carries, whatever its type."""
+    """What every DreamClass webhook carries, whatever its type: what the ingress checks and
+    routes it by (the signature is of `id` alone), and the first step of the workers' decoding."""
 
-    id: str
-    type: str
-    tenant: str  # the school's DreamClass domain, e.g. "my-school"
-    timestamp: int  # ms since the epoch, when DreamClass sent it
+    id: Token
+    type: Token
+    # Optional here, so that the ingress answers a missing signature with 401; required below.
     signature: str | None = None
+    tenant: str | None = None  # the school's DreamClass domain, e.g. "my-school"
+    timestamp: int | None = None  # ms since the epoch, when DreamClass sent it
+
+
+class _Sent(Envelope, kw_only=True, frozen=True):
+    """An envelope of a handled type: its tenant and time are required."""
+
+    tenant: str
+    timestamp: int
 
     @property
     def sent_at(self) -> datetime:
@@ -78,13 +88,13 @@ class DeletedPaymentData(DreamClassStruct, kw_only=True, frozen=True):
     invoice_id: int | None = msgspec.field(default=None, name="invoiceId")
 
 
-class PaymentEvent(Envelope, kw_only=True, frozen=True):
+class PaymentEvent(_Sent, kw_only=True, frozen=True):
     """PAYMENT_CREATED or PAYMENT_UPDATED."""
 
     data: PaymentData
 
 
-class PaymentDeletedEvent(Envelope, kw_only=True, frozen=True):
+class PaymentDeletedEvent(_Sent, kw_only=True, frozen=True):
     """PAYMENT_DELETED."""
 
     data: DeletedPaymentData

@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any, Final, Literal, get_args
 
 import msgspec
-from hookpipe.schemas.common import AwareDatetime, Money
+
+from hookpipe.schemas.common import AwareDatetime, Money, Token
 
 # Every event type Flexprice documents for its webhooks.
 EventType = Literal[
@@ -85,7 +86,7 @@ class FlexpriceStruct(msgspec.Struct, kw_only=True, frozen=True):
 class Envelope(FlexpriceStruct, kw_only=True, frozen=True):
     """What every Flexprice webhook carries: its type. The event id is the svix-id header."""
 
-    event_type: str  # not EventType: a type added later must still decode this far
+    event_type: Token  # not EventType: a type added later must still decode this far
 
 
 class PaymentAttempt(FlexpriceStruct, kw_only=True, frozen=True):

@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Final
 
 import msgspec
-from hookpipe.schemas.common import AwareDatetime, Money, UnixSeconds
+
+from hookpipe.schemas.common import AwareDatetime, Money, Token, UnixSeconds
 
 ORDER_PAYMENT_DEBITED: Final = "order.payment.debited"
 DIRECT_PAYMENT_CANCELLED: Final = "direct.payment.cancelled"
@@ -21,11 +22,12 @@ class JodoStruct(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class Envelope(JodoStruct, kw_only=True, frozen=True):
-    """What every Jodo webhook carries, whatever its type."""
+    """What every Jodo webhook carries, whatever its type: what the ingress routes it by, and
+    the first step of the workers' decoding."""
 
-    event_id: str
-    event: str
-    timestamp: UnixSeconds  # when the event originated
+    event_id: Token
+    event: Token
+    timestamp: UnixSeconds | None = None  # when the event originated; required by handled types
     version: str | None = None
 
 
@@ -58,6 +60,7 @@ class OrderPaymentDebitedPayload(JodoStruct, kw_only=True, frozen=True):
 
 
 class OrderPaymentDebited(Envelope, kw_only=True, frozen=True):
+    timestamp: UnixSeconds
     payload: OrderPaymentDebitedPayload
 
 
@@ -102,6 +105,7 @@ class DirectPaymentCancelledPayload(JodoStruct, kw_only=True, frozen=True):
 
 
 class DirectPaymentCancelled(Envelope, kw_only=True, frozen=True):
+    timestamp: UnixSeconds
     payload: DirectPaymentCancelledPayload
 
 

@@ -11,7 +11,8 @@ from datetime import datetime
 from typing import Final
 
 import msgspec
-from hookpipe.schemas.common import Money, UnixSeconds, from_unix_seconds
+
+from hookpipe.schemas.common import Money, Token, UnixSeconds, from_unix_seconds
 
 INVOICE_PAYMENT_CREATED: Final = "INVOICE_PAYMENT_CREATED"
 
@@ -35,13 +36,20 @@ class RapydStruct(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class Envelope(RapydStruct, kw_only=True, frozen=True):
-    """What every Rapyd webhook carries, whatever its type."""
+    """What every Rapyd webhook carries, whatever its type: what the ingress routes it by, and
+    the first step of the workers' decoding."""
 
-    id: str  # "wh_...": the webhook's id, unique per event
-    type: str
-    created_at: UnixSeconds
+    id: Token  # "wh_...": the webhook's id, unique per event
+    type: Token
+    created_at: UnixSeconds | None = None  # required by handled types
     status: str | None = None  # the webhook's delivery status, e.g. "NEW"
     trigger_operation_id: str | None = None
+
+
+class _Created(Envelope, kw_only=True, frozen=True):
+    """An envelope of a handled type: its time is required."""
+
+    created_at: UnixSeconds
 
     @property
     def created(self) -> datetime:
@@ -96,7 +104,7 @@ class Invoice(RapydStruct, kw_only=True, frozen=True):
     created_at: UnixSeconds | None = None
 
 
-class InvoicePaymentCreated(Envelope, kw_only=True, frozen=True):
+class InvoicePaymentCreated(_Created, kw_only=True, frozen=True):
     """INVOICE_PAYMENT_CREATED: a payment against an invoice was created."""
 
     data: Invoice

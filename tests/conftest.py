@@ -24,6 +24,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from hookpipe import constants as c
 from hookpipe import topology
+from hookpipe.providers import handled_queues
 from hookpipe.settings import RetryPolicy, Settings
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -118,8 +119,8 @@ async def amqp(amqp_url: str) -> AsyncIterator[AbstractRobustConnection]:
 
 ALL_QUEUES = (
     c.UNROUTED_QUEUE,
-    *c.HANDLED_QUEUES,
-    *(topology.dlq_name(q) for q in c.HANDLED_QUEUES),
+    *handled_queues(),
+    *(topology.dlq_name(q) for q in handled_queues()),
 )
 
 

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 
 import msgspec
 import pytest
+
+from hookpipe.providers import HandlerContext
+from hookpipe.settings import Settings
 from hookpipe.workers.handlers.base import Delivery
 from hookpipe.workers.ledger import Ledger, Payment
 
@@ -18,6 +22,11 @@ async def ledger(ledger_url: str) -> AsyncIterator[Ledger]:
         yield opened
     finally:
         await opened.close()
+
+
+def context_for(ledger: Ledger) -> HandlerContext:
+    """What a provider's handlers are built with, around this ledger and default settings."""
+    return HandlerContext(Settings(), ledger, AsyncExitStack())
 
 
 def delivery(queue: str, body: bytes, event_id: str, *, attempt: int = 1) -> Delivery:

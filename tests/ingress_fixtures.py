@@ -10,8 +10,8 @@ import aio_pika
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from hookpipe.ingress.app import create_app
 
+from hookpipe.ingress.app import create_app
 from hookpipe.settings import Settings
 from tests.ingress_support import Ingress, StartIngress
 

@@ -10,10 +10,11 @@ from typing import Any
 import aio_pika
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
-from hookpipe.ingress.app import PUBLISHER
-from hookpipe.ingress.publisher import Publisher
 
 from hookpipe import constants as c
+from hookpipe.ingress.app import PUBLISHER
+from hookpipe.ingress.publisher import Publisher
+from hookpipe.providers import handled_queues
 from hookpipe.settings import Settings
 from tests import signers
 from tests.conftest import (
@@ -136,7 +137,7 @@ MakeSettings = Callable[..., Settings]
 
 async def total_depth(channel: aio_pika.abc.AbstractChannel) -> int:
     """Messages ready in every handled queue and in hookpipe.unrouted together."""
-    depths = [await queue_depth(channel, q) for q in (c.UNROUTED_QUEUE, *c.HANDLED_QUEUES)]
+    depths = [await queue_depth(channel, q) for q in (c.UNROUTED_QUEUE, *handled_queues())]
     return sum(depths)
 
 

@@ -7,9 +7,9 @@ import base64
 import aio_pika
 import orjson
 import pytest
-from hookpipe.ingress.app import create_app
 
 from hookpipe.errors import SettingsError
+from hookpipe.ingress.app import create_app
 from tests import signers
 from tests.conftest import DREAMCLASS_SECRET, get_message
 from tests.ingress_support import (

@@ -8,10 +8,10 @@ import time
 
 import aio_pika
 import pytest
-from hookpipe.ingress import flexprice
-from hookpipe.ingress.errors import AuthenticationFailed
 from multidict import CIMultiDict
 
+from hookpipe.ingress import flexprice
+from hookpipe.ingress.errors import AuthenticationFailed
 from hookpipe.settings import Settings
 from tests.conftest import FLEXPRICE_SECRET, get_message
 from tests.ingress_support import Ingress, MakeSettings, StartIngress, refusal, signed

@@ -5,8 +5,8 @@ from __future__ import annotations
 from ipaddress import ip_network
 
 import aio_pika
-from hookpipe.ingress.jodo import peer_allowed
 
+from hookpipe.ingress.jodo import peer_allowed
 from tests import signers
 from tests.conftest import JODO_SECRET, get_message
 from tests.ingress_support import Ingress, MakeSettings, StartIngress, refusal, signed

@@ -20,6 +20,8 @@ import pytest
 import yaml
 
 from hookpipe import constants as c
+from hookpipe import providers
+from hookpipe.providers import handled_queues
 from tests.conftest import rabbitmqctl
 
 DEPLOY = Path(__file__).parent.parent / "deploy"
@@ -44,7 +46,7 @@ def test_definitions_file_matches_the_topology_plan() -> None:
 def test_compose_runs_a_worker_service_per_provider() -> None:
     compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
     services = compose["services"]
-    for provider in c.PROVIDERS:
+    for provider in providers.names():
         service = services[f"worker-{provider}"]
         assert service["command"] == ["worker", "--provider", provider]
         assert service["environment"]["HOOKPIPE_DECLARE_TOPOLOGY"] == "false"
@@ -61,7 +63,7 @@ def test_every_handled_queue_has_a_keda_trigger() -> None:
         if doc["kind"] == "ScaledObject"
         for trigger in doc["spec"]["triggers"]
     }
-    assert triggered == set(c.HANDLED_QUEUES)
+    assert triggered == set(handled_queues())
 
 
 @pytest.fixture

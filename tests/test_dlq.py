@@ -18,15 +18,16 @@ from datetime import UTC, datetime, timedelta
 import aio_pika
 import orjson
 import pytest
+
+from hookpipe import constants as c
+from hookpipe import topology
+from hookpipe.providers import handled_queues
+from hookpipe.settings import Settings
 from hookpipe.workers import dlq_ops
 from hookpipe.workers.dlq_ops import ReplayFilter
 from hookpipe.workers.handlers import open_handlers
 from hookpipe.workers.ledger import Ledger
 from hookpipe.workers.runtime import Worker
-
-from hookpipe import constants as c
-from hookpipe import topology
-from hookpipe.settings import Settings
 from tests.conftest import queue_depth
 from tests.dreamclass_fake import FakeDreamClass
 from tests.dreamclass_fake import dreamclass_fake as dreamclass_fake  # the fixture
@@ -103,7 +104,7 @@ async def test_list_counts_each_dlq_and_ages_its_oldest(
 ) -> None:
     summaries = {s.queue: s for s in await dlq_ops.list_dlqs(test_settings)}
 
-    assert set(summaries) == set(c.HANDLED_QUEUES)
+    assert set(summaries) == set(handled_queues())
     assert summaries[Q].messages == 6
     oldest = summaries[Q].oldest_failed_at
     assert oldest is not None
@@ -375,7 +376,7 @@ async def test_cli_list_json_gives_a_line_per_dlq(six: Channel, test_settings: S
 
     assert code == 0
     lines = [orjson.loads(line) for line in out.splitlines()]
-    assert len(lines) == len(c.HANDLED_QUEUES)
+    assert len(lines) == len(handled_queues())
     [ours] = [line for line in lines if line["dlq"] == DLQ]
     assert ours["messages"] == 6
     assert 7100 < ours["oldest_age_seconds"] < 7300

@@ -10,6 +10,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+
+from hookpipe.settings import Settings
 from hookpipe.workers.dreamclass_api import (
     NOT_CONFIGURED,
     DreamClassApi,
@@ -18,8 +20,6 @@ from hookpipe.workers.dreamclass_api import (
     parse_retry_after,
 )
 from hookpipe.workers.errors import PermanentError, TransientError
-
-from hookpipe.settings import Settings
 from tests.dreamclass_fake import API_KEY, TENANT, FakeDreamClass
 from tests.dreamclass_fake import dreamclass_fake as dreamclass_fake  # the fixture
 

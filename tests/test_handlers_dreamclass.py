@@ -9,14 +9,14 @@ from typing import Any
 
 import orjson
 import pytest
+
+from hookpipe.providers import handled_queues
+from hookpipe.settings import Settings
 from hookpipe.workers.dreamclass_api import NOT_CONFIGURED, DreamClassApi, DreamClassNotFound
 from hookpipe.workers.errors import PermanentError, TransientError
 from hookpipe.workers.handlers import dreamclass, open_handlers
 from hookpipe.workers.handlers.base import Handler
 from hookpipe.workers.ledger import Ledger, Payment
-
-from hookpipe.constants import HANDLED_QUEUES
-from hookpipe.settings import Settings
 from tests.conftest import fixture_bytes
 from tests.dreamclass_fake import TENANT, FakeDreamClass
 from tests.dreamclass_fake import dreamclass_fake as dreamclass_fake  # the fixture
@@ -60,7 +60,7 @@ async def api(
 @pytest.fixture
 def handle(ledger: Ledger, api: DreamClassApi) -> Callable[[bytes], Any]:
     """Deliver a DreamClass webhook to the handler of its queue."""
-    handlers = dreamclass.handlers(ledger, api)
+    handlers = dreamclass.payment_handlers(ledger, api)
 
     async def deliver(body: bytes) -> None:
         envelope = orjson.loads(body)
@@ -77,9 +77,9 @@ async def payment(ledger: Ledger) -> Payment:
 
 
 def test_every_dreamclass_queue_has_a_handler(ledger: Ledger) -> None:
-    handled: dict[str, Handler] = dreamclass.handlers(ledger, None)
+    handled: dict[str, Handler] = dreamclass.payment_handlers(ledger, None)
 
-    assert sorted(handled) == sorted(q for q in HANDLED_QUEUES if q.startswith("dreamclass."))
+    assert sorted(handled) == sorted(q for q in handled_queues() if q.startswith("dreamclass."))
 
 
 async def test_the_seed_is_recorded_from_what_the_api_says(
@@ -334,7 +334,7 @@ async def test_an_api_500_raises_transient_error_after_the_in_call_retries(
 async def test_without_the_api_configured_every_event_is_a_permanent_error(
     ledger: Ledger, event_type: str
 ) -> None:
-    handlers = dreamclass.handlers(ledger, None)
+    handlers = dreamclass.payment_handlers(ledger, None)
     queue = f"dreamclass.{event_type}"
 
     with pytest.raises(PermanentError) as caught:
@@ -347,7 +347,7 @@ async def test_without_the_api_configured_every_event_is_a_permanent_error(
 async def test_a_message_of_another_type_in_the_queue_is_a_permanent_error(
     ledger: Ledger, api: DreamClassApi
 ) -> None:
-    handlers = dreamclass.handlers(ledger, api)
+    handlers = dreamclass.payment_handlers(ledger, api)
     body = webhook("PAYMENT_DELETED")
 
     with pytest.raises(PermanentError, match="PAYMENT_DELETED"):
@@ -365,7 +365,7 @@ async def test_open_handlers_registers_every_queue_with_the_dreamclass_api(
     queue = "dreamclass.PAYMENT_CREATED"
 
     async with open_handlers(settings) as registered:
-        assert set(registered) == set(HANDLED_QUEUES)
+        assert set(registered) == set(handled_queues())
         await registered[queue](delivery(queue, fixture_bytes(SEED), SEED_ID))
 
     async with await Ledger.open(ledger_url) as reopened:
@@ -385,7 +385,7 @@ async def test_open_handlers_without_the_dreamclass_api_dead_letters_with_the_re
     queue = "dreamclass.PAYMENT_UPDATED"
 
     async with open_handlers(settings) as registered:
-        assert set(registered) == set(HANDLED_QUEUES)
+        assert set(registered) == set(handled_queues())
         with pytest.raises(PermanentError) as caught:
             await registered[queue](delivery(queue, webhook("PAYMENT_UPDATED"), SEED_ID))
 

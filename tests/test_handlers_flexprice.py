@@ -8,12 +8,12 @@ from typing import Any
 
 import orjson
 import pytest
+
+from hookpipe.providers import handled_queues
 from hookpipe.workers.handlers import flexprice
 from hookpipe.workers.ledger import Ledger
-
-from hookpipe.constants import HANDLED_QUEUES
 from tests.conftest import fixture_bytes
-from tests.handler_support import delivery, stored_text
+from tests.handler_support import context_for, delivery, stored_text
 from tests.handler_support import ledger as ledger  # the fixture
 
 PAYMENT_ID = "pay_01JPB3N5W2X9QF7R4T"
@@ -45,9 +45,9 @@ def with_payment(name: str, **changes: Any) -> bytes:
 
 
 def test_every_flexprice_queue_has_a_handler(ledger: Ledger) -> None:
-    handled = flexprice.handlers(ledger)
+    handled = flexprice.handlers(context_for(ledger))
 
-    assert sorted(handled) == sorted(q for q in HANDLED_QUEUES if q.startswith("flexprice."))
+    assert sorted(handled) == sorted(q for q in handled_queues() if q.startswith("flexprice."))
 
 
 @pytest.mark.parametrize("name", sorted(FIXTURES))
@@ -69,7 +69,7 @@ async def test_each_fixture_ends_in_its_ledger_row(ledger: Ledger, name: str) ->
 
 
 async def test_the_handler_from_the_registry_applies_the_event(ledger: Ledger) -> None:
-    handle = flexprice.handlers(ledger)["flexprice.payment.success"]
+    handle = flexprice.handlers(context_for(ledger))["flexprice.payment.success"]
 
     await handle(
         delivery(

@@ -8,14 +8,14 @@ from typing import Any
 import msgspec
 import orjson
 import pytest
+
+from hookpipe.providers import handled_queues
+from hookpipe.settings import Settings
 from hookpipe.workers.errors import PermanentError
 from hookpipe.workers.handlers import jodo, open_handlers
 from hookpipe.workers.ledger import Ledger, Payment
-
-from hookpipe.constants import HANDLED_QUEUES
-from hookpipe.settings import Settings
 from tests.conftest import fixture_bytes
-from tests.handler_support import delivery, stored_text
+from tests.handler_support import context_for, delivery, stored_text
 from tests.handler_support import ledger as ledger  # the fixture
 
 DEBITED_QUEUE = "jodo.order.payment.debited"
@@ -252,9 +252,9 @@ async def test_a_bad_body_raises_the_decode_error_and_records_nothing(ledger: Le
 
 
 async def test_the_handlers_cover_the_jodo_queues(ledger: Ledger) -> None:
-    registered = jodo.handlers(ledger)
+    registered = jodo.handlers(context_for(ledger))
 
-    assert set(registered) == {q for q in HANDLED_QUEUES if q.startswith("jodo.")}
+    assert set(registered) == {q for q in handled_queues() if q.startswith("jodo.")}
     await registered[DEBITED_QUEUE](delivery(DEBITED_QUEUE, DEBITED, DEBITED_ID))
     await registered[CANCELLED_QUEUE](delivery(CANCELLED_QUEUE, CANCELLED, CANCELLED_ID))
     assert {p.status for p in await ledger.list()} == {"paid", "reversed"}
@@ -267,7 +267,7 @@ async def test_open_handlers_opens_the_ledger_and_registers_jodo(
 
     async with open_handlers(settings) as registered:
         assert {DEBITED_QUEUE, CANCELLED_QUEUE} <= set(registered)
-        assert set(registered) <= set(HANDLED_QUEUES)
+        assert set(registered) <= set(handled_queues())
         await registered[DEBITED_QUEUE](delivery(DEBITED_QUEUE, DEBITED, DEBITED_ID))
 
     async with await Ledger.open(ledger_url) as reopened:

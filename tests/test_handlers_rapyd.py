@@ -7,13 +7,13 @@ from typing import Any
 
 import orjson
 import pytest
+
+from hookpipe.providers import handled_queues
 from hookpipe.workers.errors import PermanentError
 from hookpipe.workers.handlers import rapyd
 from hookpipe.workers.ledger import Ledger
-
-from hookpipe.constants import HANDLED_QUEUES
 from tests.conftest import fixture_bytes
-from tests.handler_support import delivery, stored_text
+from tests.handler_support import context_for, delivery, stored_text
 from tests.handler_support import ledger as ledger  # the fixture
 
 SEED = "rapyd.INVOICE_PAYMENT_CREATED.json"
@@ -52,8 +52,8 @@ async def test_the_seed_ends_in_a_paid_row(ledger: Ledger) -> None:
 
 
 async def test_the_registry_handler_applies_the_seed(ledger: Ledger) -> None:
-    handled = rapyd.handlers(ledger)
-    assert sorted(handled) == [q for q in HANDLED_QUEUES if q.startswith("rapyd.")]
+    handled = rapyd.handlers(context_for(ledger))
+    assert sorted(handled) == [q for q in handled_queues() if q.startswith("rapyd.")]
     handle = handled["rapyd.INVOICE_PAYMENT_CREATED"]
 
     await handle(delivery(rapyd.QUEUE, fixture_bytes(SEED), WEBHOOK_ID))

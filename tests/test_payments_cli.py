@@ -13,9 +13,9 @@ from typing import Any
 
 import orjson
 import pytest
+
 from hookpipe.workers.handlers import jodo
 from hookpipe.workers.ledger import Ledger, LedgerEvent, PaymentState
-
 from tests.conftest import fixture_bytes
 from tests.handler_support import delivery
 

@@ -10,12 +10,12 @@ from decimal import Decimal
 
 import aio_pika
 import pytest
-from hookpipe.workers.handlers import open_handlers
-from hookpipe.workers.ledger import Ledger, Payment
-from hookpipe.workers.runtime import Worker
 
 from hookpipe import topology
 from hookpipe.settings import Settings
+from hookpipe.workers.handlers import open_handlers
+from hookpipe.workers.ledger import Ledger, Payment
+from hookpipe.workers.runtime import Worker
 from tests.conftest import fixture_bytes, queue_depth
 from tests.dreamclass_fake import FakeDreamClass
 from tests.dreamclass_fake import dreamclass_fake as dreamclass_fake  # the fixture

@@ -8,8 +8,8 @@ from decimal import Decimal
 import msgspec
 import orjson
 import pytest
-from hookpipe.schemas import dreamclass as dc
 
+from hookpipe.schemas import dreamclass as dc
 from tests.conftest import fixture_bytes
 
 SEED = "dreamclass.PAYMENT_CREATED.json"
@@ -34,7 +34,8 @@ def test_the_seed_envelope_decodes_to_what_it_shows() -> None:
     assert envelope.tenant == "my-school"
     assert envelope.signature == "b2fl8PdPRVsq0vre6DpdHJwHse8Ln+WlY0Vx32aKxtE="
     assert envelope.timestamp == 1727885313393
-    assert envelope.sent_at == datetime(2024, 10, 2, 16, 8, 33, 393000, tzinfo=UTC)
+    event = dc.payment_event_decoder.decode(fixture_bytes(SEED))
+    assert event.sent_at == datetime(2024, 10, 2, 16, 8, 33, 393000, tzinfo=UTC)
 
 
 def test_the_seed_payment_decodes_to_what_it_shows() -> None:
@@ -126,9 +127,9 @@ def test_a_wrong_type_names_its_path() -> None:
         dc.payment_event_decoder.decode(orjson.dumps(body))
 
 
-def test_an_envelope_without_a_tenant_is_refused() -> None:
+def test_a_payment_event_without_a_tenant_is_refused() -> None:
     with pytest.raises(msgspec.ValidationError, match="`tenant`"):
-        dc.envelope_decoder.decode(seed_with(tenant=None))
+        dc.payment_event_decoder.decode(seed_with(tenant=None))
 
 
 def test_a_body_that_is_not_json_is_a_decode_error() -> None:

@@ -9,8 +9,8 @@ from typing import Any
 import msgspec
 import orjson
 import pytest
-from hookpipe.schemas import flexprice
 
+from hookpipe.schemas import flexprice
 from tests.conftest import fixture_bytes
 
 PAYMENT_ID = "pay_01JPB3N5W2X9QF7R4T"

@@ -9,9 +9,9 @@ from typing import Any
 import msgspec
 import orjson
 import pytest
+
 from hookpipe.schemas import jodo
 from hookpipe.schemas.common import from_unix_seconds
-
 from tests.conftest import fixture_bytes
 
 DEBITED = "jodo.order.payment.debited.json"

@@ -9,8 +9,8 @@ from typing import Any
 import msgspec
 import orjson
 import pytest
-from hookpipe.schemas import rapyd
 
+from hookpipe.schemas import rapyd
 from tests.conftest import fixture_bytes
 
 SEED = "rapyd.INVOICE_PAYMENT_CREATED.json"
@@ -28,8 +28,9 @@ def test_the_seed_envelope_decodes_to_what_it_shows() -> None:
     assert envelope.type == rapyd.INVOICE_PAYMENT_CREATED
     assert envelope.status == "NEW"
     assert envelope.created_at == 1702537025
-    assert envelope.created == datetime(2023, 12, 14, 6, 57, 5, tzinfo=UTC)
     assert envelope.trigger_operation_id == "ba8a00d8-8a08-4763-b6b6-fb85e953e99c"
+    event = rapyd.invoice_payment_created_decoder.decode(fixture_bytes(SEED))
+    assert event.created == datetime(2023, 12, 14, 6, 57, 5, tzinfo=UTC)
 
 
 def test_the_seed_invoice_decodes_to_what_it_shows() -> None:

@@ -12,11 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from hookpipe import cli
+from hookpipe import cli, providers
 from hookpipe.errors import SettingsError
-from hookpipe.settings import Settings
+from hookpipe.providers import Provider
+from hookpipe.settings import RetryPolicy, Settings, declarations, settings_table, to_env
 
 SVIX_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _provider(name: str) -> Provider:
+    found = providers.get(name)
+    assert found is not None
+    return found
 
 
 def test_an_empty_environment_gives_the_defaults() -> None:
@@ -25,9 +33,7 @@ def test_an_empty_environment_gives_the_defaults() -> None:
     assert settings == Settings()
     assert settings.amqp_url == "amqp://guest:guest@127.0.0.1:5672/"
     assert settings.max_body_bytes == 1_048_576
-    assert not any(
-        settings.provider_configured(p) for p in ("jodo", "dreamclass", "rapyd", "flexprice")
-    )
+    assert not any(provider.configured(settings) for provider in providers.providers().values())
 
 
 @pytest.mark.parametrize(
@@ -67,7 +73,7 @@ def test_single_secrets_are_read_from_their_files(tmp_path: Path) -> None:
     assert settings.dreamclass_basic_auth == ("dreamclass", "pass word")
     assert settings.dreamclass_api_key == "api-key-from-file"
     assert settings.flexprice_secrets == (base64.b64decode(SVIX_SECRET.removeprefix("whsec_")),)
-    assert settings.provider_configured("rapyd")
+    assert _provider("rapyd").configured(settings)
 
 
 def test_comma_separated_secrets_are_kept_in_order_for_rotation() -> None:
@@ -104,7 +110,8 @@ def test_rapyd_is_configured_only_with_both_keys_and_the_url() -> None:
     partial = Settings.from_env(
         {"HOOKPIPE_RAPYD_ACCESS_KEY": "rak", "HOOKPIPE_RAPYD_SECRET_KEY": "rsk"}
     )
-    assert not partial.provider_configured("rapyd")
+    assert not _provider("rapyd").configured(partial)
+    assert _provider("rapyd").missing(partial) == ("HOOKPIPE_RAPYD_WEBHOOK_URL",)
 
 
 def test_a_value_and_its_file_both_set_is_an_error(tmp_path: Path) -> None:
@@ -210,3 +217,31 @@ def test_the_installed_command_exits_2_on_a_bad_secret_without_showing_it(
     assert result.stderr.count("\n") == 1
     assert result.stderr.startswith("hookpipe: bad setting: HOOKPIPE_FLEXPRICE_SECRET:")
     assert "hunter2" not in result.stderr
+
+
+def test_the_readme_settings_table_is_the_declared_one() -> None:
+    assert settings_table() in README.read_text(encoding="utf-8")
+
+
+def test_every_setting_has_its_own_variable_and_help() -> None:
+    names = [name for name, _, _ in declarations()]
+
+    assert len(names) == len(set(names))
+    assert all(name.startswith("HOOKPIPE_") for name in names)
+    assert all(declaration.help for _, _, declaration in declarations())
+
+
+def test_settings_written_to_the_environment_read_back_equal() -> None:
+    settings = Settings.from_env(
+        {
+            "HOOKPIPE_JODO_SECRET": "one,two",
+            "HOOKPIPE_JODO_ALLOWED_IPS": "10.0.0.0/8",
+            "HOOKPIPE_DREAMCLASS_BASIC_AUTH": "user:pass",
+            "HOOKPIPE_FLEXPRICE_SECRET": SVIX_SECRET,
+            "HOOKPIPE_RETRY_DELAYS": "0.5,2",
+            "HOOKPIPE_DECLARE_TOPOLOGY": "false",
+        }
+    )
+
+    assert settings.retry == RetryPolicy(delays=(0.5, 2.0))
+    assert Settings.from_env(to_env(settings)) == settings

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from hookpipe.workers.ledger import Ledger
 
 from hookpipe.settings import Settings
+from hookpipe.workers.ledger import Ledger
 from tests import signers
 from tests.conftest import JODO_SECRET, fixture_bytes
 from tests.worker_support import free_port, subprocess_env, wait_until

@@ -6,6 +6,7 @@ import aio_pika
 
 from hookpipe import constants as c
 from hookpipe import topology
+from hookpipe.providers import handled_queues
 from hookpipe.settings import Settings
 from tests.conftest import get_message, queue_depth
 
@@ -15,7 +16,7 @@ async def test_declare_is_idempotent(
 ) -> None:
     await topology.declare(broker, test_settings)
     await topology.declare(broker, test_settings)
-    for name in c.HANDLED_QUEUES:
+    for name in handled_queues():
         assert await queue_depth(broker, name) == 0
         assert await queue_depth(broker, topology.dlq_name(name)) == 0
 

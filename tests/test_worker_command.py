@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import aiohttp
 import pytest
+
+from hookpipe.cli import main
+from hookpipe.providers import handled_queues
 from hookpipe.workers.command import select_queues
 from hookpipe.workers.metrics import WorkerMetrics, bound_port, start_metrics_server
 
-from hookpipe import constants as c
-from hookpipe.cli import main
-
 
 def test_default_is_every_handled_queue() -> None:
-    assert select_queues([], []) == c.HANDLED_QUEUES
+    assert select_queues([], []) == handled_queues()
 
 
 def test_provider_selects_its_queues() -> None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import msgspec
 import pytest
+
+from hookpipe.errors import SettingsError
+from hookpipe.settings import RetryPolicy
 from hookpipe.workers.errors import PermanentError, TransientError
 from hookpipe.workers.outcome import (
     ACK,
@@ -13,9 +16,6 @@ from hookpipe.workers.outcome import (
     outcome_of,
     retry_delay_ms,
 )
-
-from hookpipe.errors import SettingsError
-from hookpipe.settings import RetryPolicy
 
 POLICY = RetryPolicy(delays=(1.0, 5.0, 30.0), max_attempts=4, jitter=0.2)
 

@@ -14,13 +14,13 @@ from typing import Literal
 import aio_pika
 import msgspec
 import pytest
-from hookpipe.workers.errors import PermanentError, TransientError
-from hookpipe.workers.handlers.base import Delivery
-from hookpipe.workers.runtime import MalformedMessage, Worker, identity_of
 
 from hookpipe import constants as c
 from hookpipe import topology
 from hookpipe.settings import Settings
+from hookpipe.workers.errors import PermanentError, TransientError
+from hookpipe.workers.handlers.base import Delivery
+from hookpipe.workers.runtime import MalformedMessage, Worker, identity_of
 from tests.conftest import get_message, queue_depth
 from tests.worker_support import header, publish_event, wait_until
 

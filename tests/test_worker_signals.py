@@ -17,10 +17,10 @@ from typing import Any
 import aio_pika
 import orjson
 import pytest
-from hookpipe.workers.ledger import Ledger
 
 from hookpipe import topology
 from hookpipe.settings import Settings
+from hookpipe.workers.ledger import Ledger
 from tests.conftest import fixture_bytes, queue_depth
 from tests.worker_support import publish_event, subprocess_env, wait_until
 

@@ -13,8 +13,7 @@ from typing import Any
 import aio_pika
 
 from hookpipe import constants as c
-from hookpipe.settings import Settings
-from tests.conftest import FLEXPRICE_SECRET
+from hookpipe.settings import Settings, to_env
 
 
 async def wait_until(
@@ -85,31 +84,7 @@ def free_port() -> int:
 def subprocess_env(settings: Settings, **extra: str) -> dict[str, str]:
     """The environment of a `hookpipe` child process that runs with these (test) settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKPIPE_")}
-    env.update(
-        {
-            "HOOKPIPE_AMQP_URL": settings.amqp_url,
-            "HOOKPIPE_LEDGER_URL": settings.ledger_url,
-            "HOOKPIPE_LOG_FORMAT": "json",
-            "HOOKPIPE_LOG_LEVEL": "info",
-            "HOOKPIPE_JODO_SECRET": ",".join(settings.jodo_secrets),
-            "HOOKPIPE_DREAMCLASS_SECRET": ",".join(settings.dreamclass_secrets),
-            "HOOKPIPE_RAPYD_ACCESS_KEY": settings.rapyd_access_key or "",
-            "HOOKPIPE_RAPYD_SECRET_KEY": settings.rapyd_secret_key or "",
-            "HOOKPIPE_RAPYD_WEBHOOK_URL": settings.rapyd_webhook_url or "",
-            "HOOKPIPE_FLEXPRICE_SECRET": FLEXPRICE_SECRET,
-            "HOOKPIPE_PUBLISH_TIMEOUT": str(settings.publish_timeout),
-            "HOOKPIPE_DELIVERY_LIMIT": str(settings.delivery_limit),
-            "HOOKPIPE_RETRY_DELAYS": ",".join(str(d) for d in settings.retry.delays),
-            "HOOKPIPE_MAX_ATTEMPTS": str(settings.retry.max_attempts),
-            "HOOKPIPE_RETRY_JITTER": str(settings.retry.jitter),
-            "HOOKPIPE_WORKER_CONCURRENCY": str(settings.worker_concurrency),
-            "HOOKPIPE_WORKER_METRICS_PORT": str(settings.worker_metrics_port),
-            "HOOKPIPE_SHUTDOWN_GRACE": str(settings.shutdown_grace),
-        }
-    )
-    if settings.dreamclass_api_url:
-        env["HOOKPIPE_DREAMCLASS_API_URL"] = settings.dreamclass_api_url
-    if settings.dreamclass_api_key:
-        env["HOOKPIPE_DREAMCLASS_API_KEY"] = settings.dreamclass_api_key
+    env.update(to_env(settings))
+    env.update({"HOOKPIPE_LOG_FORMAT": "json", "HOOKPIPE_LOG_LEVEL": "info"})
     env.update(extra)
     return env

@@ -12,7 +12,7 @@ from typing import Any
 
 import structlog
 
-from hookpipe import constants as c
+from hookpipe import providers
 from hookpipe.settings import Settings
 
 log = structlog.get_logger()
@@ -34,9 +34,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--provider",
         action="append",
         default=[],
-        choices=c.PROVIDERS,
+        choices=providers.names(),
         metavar="P",
-        help=f"consume every queue of this provider (repeatable; one of {', '.join(c.PROVIDERS)})",
+        help="consume every queue of this provider (repeatable; one of "
+        f"{', '.join(providers.names())})",
     )
     parser.add_argument(
         "--concurrency",
@@ -48,20 +49,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def select_queues(
-    queues: Sequence[str], providers: Sequence[str], handled: Sequence[str] = c.HANDLED_QUEUES
+    queues: Sequence[str], names: Sequence[str], handled: Sequence[str] | None = None
 ) -> tuple[str, ...]:
     """The queues named plus every queue of the providers named; all handled queues if neither.
 
     Raises ValueError naming any queue that is not handled.
     """
+    handled = providers.handled_queues() if handled is None else handled
     unknown = [q for q in queues if q not in handled]
     if unknown:
         raise ValueError(
             f"not a handled queue: {', '.join(unknown)}; handled queues: {', '.join(handled)}"
         )
-    if not queues and not providers:
+    if not queues and not names:
         return tuple(handled)
-    chosen = {*queues, *(q for q in handled if q.partition(".")[0] in providers)}
+    chosen = {*queues, *(q for q in handled if q.partition(".")[0] in names)}
     return tuple(q for q in handled if q in chosen)
 
 

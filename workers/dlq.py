@@ -20,6 +20,7 @@ from typing import IO, TYPE_CHECKING, Any
 import orjson
 
 from hookpipe import constants as c
+from hookpipe.providers import handled_queues
 from hookpipe.settings import Settings
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ EXIT_INTERRUPTED = 130
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """The list, show, replay and purge subcommands and their options."""
-    handled = ", ".join(c.HANDLED_QUEUES)
+    handled = ", ".join(handled_queues())
     queue_help = f"a handled queue or its .dlq ({handled})"
     commands = parser.add_subparsers(
         dest="action", required=True, metavar="{list,show,replay,purge}"
@@ -163,7 +164,7 @@ async def _interruptible() -> AsyncIterator[asyncio.Event]:
 async def _list(settings: Settings, queue: str | None, as_json: bool, stop: asyncio.Event) -> int:
     from hookpipe.workers.dlq_ops import list_dlqs
 
-    summaries = await list_dlqs(settings, [queue] if queue else c.HANDLED_QUEUES, stop=stop)
+    summaries = await list_dlqs(settings, [queue] if queue else handled_queues(), stop=stop)
     now = datetime.now(UTC)
     if as_json:
         for summary in summaries:
@@ -203,9 +204,8 @@ def _summary_json(summary: DlqSummary, now: datetime) -> dict[str, Any]:
 async def _show(
     settings: Settings, queue: str, args: argparse.Namespace, stop: asyncio.Event
 ) -> int:
-    from hookpipe.workers.dlq_ops import show
-
     from hookpipe import topology
+    from hookpipe.workers.dlq_ops import show
 
     total, letters = await show(settings, queue, args.limit, stop=stop)
     if stop.is_set():
@@ -411,9 +411,8 @@ async def _purge(
     yes: bool,
     stop: asyncio.Event,
 ) -> int:
-    from hookpipe.workers.dlq_ops import purge
-
     from hookpipe import topology
+    from hookpipe.workers.dlq_ops import purge
 
     dlq = topology.dlq_name(queue)
 

@@ -48,15 +48,16 @@ import aio_pika
 import aiormq
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
-from hookpipe.workers.errors import WorkerError
-from hookpipe.workers.outcome import _EMAIL, MAX_ERROR_CHARS
-from hookpipe.workers.runtime import MalformedMessage, _copy, _int_header, identity_of, now_ms
 
 from hookpipe import constants as c
 from hookpipe import topology
 from hookpipe.broker import connection_name
 from hookpipe.errors import BrokerUnavailable
+from hookpipe.providers import handled_queues
 from hookpipe.settings import Settings
+from hookpipe.workers.errors import WorkerError
+from hookpipe.workers.outcome import _EMAIL, MAX_ERROR_CHARS
+from hookpipe.workers.runtime import MalformedMessage, _copy, _int_header, identity_of, now_ms
 
 # Requeues sent as one basic.nack: the broker returns up to 32 in order (more come back
 # shuffled), and keeps order across commands only while fewer than 32 are in flight.
@@ -112,10 +113,10 @@ class DlqBusy(DlqError):
 def resolve_queue(name: str) -> str:
     """The handled queue `name` (a handled queue or its DLQ) stands for; UnknownQueue if none."""
     queue = topology.queue_from_dlq_name(name.strip())
-    if queue not in c.HANDLED_QUEUES:
+    if queue not in handled_queues():
         raise UnknownQueue(
             f"{name!r} is not a handled queue or its DLQ; handled queues: "
-            + ", ".join(c.HANDLED_QUEUES)
+            + ", ".join(handled_queues())
         )
     return queue
 
@@ -193,11 +194,11 @@ def read_dead_letter(message: AbstractIncomingMessage, queue: str) -> DeadLetter
         # The ingress's attempt header never moved: the handler never finished a delivery.
         attempts = None
     origin = _text(headers.get(c.HEADER_QUEUE))
-    if origin not in c.HANDLED_QUEUES and death is not None:
+    if origin not in handled_queues() and death is not None:
         origin = _text(death.get("queue"))
     return DeadLetter(
         dlq=topology.dlq_name(queue),
-        queue=origin if origin in c.HANDLED_QUEUES else queue,
+        queue=origin if origin in handled_queues() else queue,
         message_id=message.message_id,
         provider=provider,
         event_id=event_id,
@@ -232,7 +233,7 @@ def _broker_death(headers: Mapping[str, Any]) -> Mapping[str, Any] | None:
     entries = [d for d in deaths if isinstance(d, Mapping)]
     # The broker puts the latest death first.
     for entry in entries:
-        if _text(entry.get("queue")) in c.HANDLED_QUEUES:
+        if _text(entry.get("queue")) in handled_queues():
             return entry
     return None
 
@@ -584,13 +585,15 @@ class DlqSummary:
 
 async def list_dlqs(
     settings: Settings,
-    queues: Iterable[str] = c.HANDLED_QUEUES,
+    queues: Iterable[str] | None = None,
     *,
     stop: asyncio.Event | None = None,
 ) -> list[DlqSummary]:
-    """Each DLQ's message count and oldest failure, reading (and giving back) every message.
+    """Each DLQ's message count and oldest failure, reading (and giving back) every message;
+    every handled queue's unless `queues` names some.
 
     Setting `stop` ends it early, with the DLQs done so far."""
+    queues = handled_queues() if queues is None else queues
     stop = stop or asyncio.Event()
     summaries = []
     for queue in queues:

@@ -21,15 +21,15 @@ from typing import Final, TypeVar
 import aiohttp
 import msgspec
 import structlog
+
 from hookpipe.schemas.dreamclass import (
     Invoice,
     PaymentMethod,
     invoice_decoder,
     payment_methods_decoder,
 )
-from hookpipe.workers.errors import PermanentError, TransientError
-
 from hookpipe.settings import Settings
+from hookpipe.workers.errors import PermanentError, TransientError
 
 T = TypeVar("T")
 

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 import aiosqlite
 import asyncpg
 import msgspec
+
 from hookpipe.workers.errors import PermanentError, TransientError
 
 STATUSES: Final = ("paid", "pending", "failed", "refunded", "reversed", "deleted", "invalid")

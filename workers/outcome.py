@@ -11,10 +11,10 @@ import re
 from dataclasses import dataclass
 
 import msgspec
-from hookpipe.workers.errors import PermanentError, TransientError
 
 from hookpipe.errors import SettingsError
 from hookpipe.settings import RetryPolicy
+from hookpipe.workers.errors import PermanentError, TransientError
 
 # Dead-letter headers are read by people in `hookpipe dlq show`; a stack of nested causes or a
 # provider's long message is not worth more than this.

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from hookpipe.constants import PROVIDERS
+from hookpipe import providers
 from hookpipe.settings import Settings
 
 if TYPE_CHECKING:
@@ -32,7 +32,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
     commands = parser.add_subparsers(dest="action", required=True, metavar="{list,show}")
     listing = commands.add_parser("list", help="payments, the most recently updated first")
-    listing.add_argument("--provider", choices=PROVIDERS, help="only this provider's payments")
+    listing.add_argument(
+        "--provider", choices=providers.names(), help="only this provider's payments"
+    )
     listing.add_argument("--status", choices=STATUSES, help="only payments in this status")
     listing.add_argument("--limit", type=_positive_int, help="at most this many payments")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")

@@ -29,15 +29,15 @@ from aio_pika.abc import (
     AbstractRobustConnection,
     ConsumerTag,
 )
-from hookpipe.workers.errors import PermanentError
-from hookpipe.workers.handlers.base import Delivery, Handler
-from hookpipe.workers.metrics import WorkerMetrics
-from hookpipe.workers.outcome import Action, Outcome, outcome_of
 
 from hookpipe import constants as c
 from hookpipe import topology
 from hookpipe.broker import connect, connection_name
 from hookpipe.settings import Settings
+from hookpipe.workers.errors import PermanentError
+from hookpipe.workers.handlers.base import Delivery, Handler
+from hookpipe.workers.metrics import WorkerMetrics
+from hookpipe.workers.outcome import Action, Outcome, outcome_of
 
 log = structlog.get_logger()
 

@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import structlog
+
+from hookpipe.providers import HandlerContext
 from hookpipe.schemas.dreamclass import (
     PAYMENT_CREATED,
     PAYMENT_DELETED,
@@ -52,8 +54,17 @@ RANKS: Final[Mapping[str, int]] = {PAYMENT_CREATED: 0, PAYMENT_UPDATED: 1, PAYME
 log = structlog.get_logger()
 
 
-def handlers(ledger: Ledger, api: DreamClassApi | None) -> dict[str, Handler]:
-    """{queue name: handler} for DreamClass's payment events.
+def handlers(context: HandlerContext) -> dict[str, Handler]:
+    """{queue name: handler} for DreamClass's payment events, with an API client of their own
+    when the DreamClass API is configured (closed when the worker stops)."""
+    api = DreamClassApi(context.settings) if context.settings.dreamclass_api_configured else None
+    if api is not None:
+        context.resources.push_async_callback(api.close)
+    return payment_handlers(context.ledger, api)
+
+
+def payment_handlers(ledger: Ledger, api: DreamClassApi | None) -> dict[str, Handler]:
+    """{queue name: handler} for DreamClass's payment events, with this API client.
 
     `api` is None when the DreamClass API is not configured: every message then dead-letters
     with a reason that says which settings are missing, and can be replayed once they are set.

@@ -12,6 +12,8 @@ from datetime import datetime
 from typing import Any, Final
 
 import structlog
+
+from hookpipe.providers import HandlerContext
 from hookpipe.schemas.flexprice import PAYMENT_EVENT_TYPES, Payment, payment_event_decoder
 from hookpipe.workers.handlers.base import Delivery, Handler
 from hookpipe.workers.handlers.ordering import epoch_ms, is_later
@@ -51,8 +53,9 @@ RANKS: Final[Mapping[str, int]] = {
 log = structlog.get_logger()
 
 
-def handlers(ledger: Ledger) -> dict[str, Handler]:
+def handlers(context: HandlerContext) -> dict[str, Handler]:
     """{queue name: handler} for every Flexprice payment event."""
+    ledger = context.ledger
 
     async def handle(delivery: Delivery) -> None:
         await apply_payment_event(ledger, delivery)

@@ -14,6 +14,8 @@ from typing import Any, Final
 
 import msgspec
 import structlog
+
+from hookpipe.providers import HandlerContext
 from hookpipe.schemas.jodo import (
     DIRECT_PAYMENT_CANCELLED,
     ORDER_PAYMENT_DEBITED,
@@ -31,8 +33,9 @@ CURRENCY: Final = "INR"  # Jodo collects school fees in India, in rupees only
 log = structlog.get_logger()
 
 
-def handlers(ledger: Ledger) -> dict[str, Handler]:
+def handlers(context: HandlerContext) -> dict[str, Handler]:
     """{queue name: handler} for Jodo's handled events."""
+    ledger = context.ledger
 
     async def debited(delivery: Delivery) -> None:
         await apply_order_payment_debited(ledger, delivery)

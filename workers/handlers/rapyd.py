@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 import structlog
+
+from hookpipe.providers import HandlerContext
 from hookpipe.schemas.rapyd import (
     INVOICE_PAYMENT_CREATED,
     InvoicePaymentCreated,
@@ -50,8 +52,9 @@ RANKS: Final[Mapping[str, int]] = {
 log = structlog.get_logger()
 
 
-def handlers(ledger: Ledger) -> dict[str, Handler]:
+def handlers(context: HandlerContext) -> dict[str, Handler]:
     """{queue name: handler} for Rapyd's handled events."""
+    ledger = context.ledger
 
     async def handle(delivery: Delivery) -> None:
         await apply_invoice_payment(ledger, delivery)
