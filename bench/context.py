@@ -24,6 +24,7 @@ from bench.procs import Child, free_port, hookpipe_argv, python_argv
 from bench.resources import Databases
 from hookpipe import constants as c
 from hookpipe import topology
+from hookpipe.ingress.jodo import JodoSettings
 from hookpipe.settings import Settings
 
 
@@ -80,7 +81,7 @@ class Bench:
         self.workdir = workdir
         self.scale = scale
         self.settings = dataclasses.replace(
-            Settings(), amqp_url=amqp_url, jodo_secrets=(payloads.SECRET,)
+            Settings(), amqp_url=amqp_url, sections=(JodoSettings(secrets=(payloads.SECRET,)),)
         )
         self.children: list[Child] = []
         self._connection: AbstractRobustConnection | None = None

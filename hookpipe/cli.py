@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         module.configure(parser)
         args = parser.parse_args(args_list[1:])
         # Providers from plugins bring settings of their own, read with the rest.
-        settings = Settings.from_env(sections=providers.settings_sections())
+        settings = Settings.from_env()
         configure_logging(settings.log_format, settings.log_level)
         return int(module.run(args, settings))
     except SettingsError as exc:

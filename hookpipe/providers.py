@@ -101,8 +101,8 @@ class Provider:
     examples: str
     # Events whose example is another event's body (the signer sets the type).
     example_aliases: Mapping[str, str] = field(default_factory=dict)
-    # A settings class of its own (providers from plugins): read from the environment with the
-    # rest, reached with settings.section(cls).
+    # Its settings class, declared with hookpipe.settings.setting: read from the environment
+    # with the rest, reached with settings.section(cls).
     settings_section: type | None = None
 
     @property

@@ -10,8 +10,6 @@ hookpipe.settings`), and a test keeps the two equal.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import os
 import sys
@@ -23,7 +21,6 @@ from urllib.parse import urlsplit
 
 from hookpipe import values
 from hookpipe.errors import SettingsError
-from hookpipe.values import IPNetwork
 
 T = TypeVar("T")
 
@@ -74,24 +71,6 @@ def secret_list(value: str) -> tuple[str, ...]:
     return parts
 
 
-def svix_keys(value: str) -> tuple[bytes, ...]:
-    """The HMAC keys of Standard Webhooks secrets: base64 of the part after `whsec_`."""
-    keys = []
-    for secret in secret_list(value):
-        try:
-            key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
-        except (binascii.Error, ValueError):
-            raise ValueError("expected whsec_ followed by base64") from None
-        if not key:
-            raise ValueError("the key after whsec_ is empty")
-        keys.append(key)
-    return tuple(keys)
-
-
-def _svix_text(keys: tuple[bytes, ...]) -> str:
-    return ",".join("whsec_" + base64.b64encode(key).decode() for key in keys)
-
-
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """Delayed-retry schedule: the n-th retry waits delays[n-1] seconds, give or take the jitter."""
@@ -140,92 +119,6 @@ class Settings:
         help="PostgreSQL connections per worker process; a write holds one for two round trips",
     )
 
-    jodo_secrets: tuple[str, ...] = setting(
-        (),
-        secret_list,
-        env="HOOKPIPE_JODO_SECRET",
-        secret=True,
-        help="Jodo signing secret(s), comma-separated for rotation",
-    )
-    jodo_allowed_ips: tuple[IPNetwork, ...] = setting(
-        (),
-        values.networks,
-        shown_default="empty (any)",
-        help="optional comma-separated CIDR allow-list of Jodo's addresses",
-    )
-
-    dreamclass_secrets: tuple[str, ...] = setting(
-        (),
-        secret_list,
-        env="HOOKPIPE_DREAMCLASS_SECRET",
-        secret=True,
-        help="DreamClass webhook secret(s), comma-separated for rotation",
-    )
-    # The docs leave open whether the key is the secret's text or base64 of raw key bytes.
-    dreamclass_secret_encoding: str = setting(
-        "utf-8",
-        values.choice("utf-8", "base64"),
-        help="`base64` if the secret is base64 of the raw key",
-    )
-    dreamclass_basic_auth: tuple[str, str] | None = setting(
-        None,
-        values.basic_auth,
-        secret=True,
-        text=":".join,
-        shown_default="empty",
-        help="optional `user:password` DreamClass sends",
-    )
-    dreamclass_api_url: str | None = setting(
-        None, values.http_url, help="the DreamClass REST API the workers call"
-    )
-    dreamclass_api_key: str | None = setting(None, str, secret=True, help="the DreamClass API key")
-    dreamclass_api_auth_header: str = setting(
-        "Authorization", str, help="the header the API key is sent in"
-    )
-    dreamclass_api_auth_scheme: str = setting(
-        "Bearer", str, help="the word before the key in that header"
-    )
-    # The DreamClass API's own paths (docs/providers.md says how they were found).
-    dreamclass_api_invoice_path: str = setting(
-        "/dreamclassapi/v1/financial/invoices/{invoice_id}",
-        values.path_with("{invoice_id}"),
-        help="the path of one invoice",
-    )
-    dreamclass_api_payment_methods_path: str = setting(
-        "/dreamclassapi/v1/financial/paymentmethods",
-        values.path_with(None),
-        help="the path of the payment methods",
-    )
-    dreamclass_api_timeout: float = setting(
-        5.0, values.positive_float, help="seconds one DreamClass API request may take"
-    )
-    dreamclass_payment_methods_ttl: float = setting(
-        300.0,
-        values.non_negative_float,
-        help="seconds the payment methods are cached (0: not cached)",
-    )
-
-    rapyd_access_key: str | None = setting(None, str, secret=True, help="Rapyd access key")
-    rapyd_secret_key: str | None = setting(None, str, secret=True, help="Rapyd secret key")
-    rapyd_webhook_url: str | None = setting(
-        None, values.http_url, help="the exact webhook URL configured at Rapyd (it is signed)"
-    )
-    rapyd_tolerance: float = setting(
-        300.0, values.positive_float, help="seconds a Rapyd timestamp may be off"
-    )
-
-    flexprice_secrets: tuple[bytes, ...] = setting(
-        (),
-        svix_keys,
-        env="HOOKPIPE_FLEXPRICE_SECRET",
-        secret=True,
-        text=_svix_text,
-        help="Flexprice (Svix) endpoint secret(s), `whsec_...`, comma-separated for rotation",
-    )
-    flexprice_tolerance: float = setting(
-        300.0, values.positive_float, help="seconds a Flexprice timestamp may be off"
-    )
-
     max_body_bytes: int = setting(1_048_576, values.positive_int, help="larger bodies get 413")
     publish_timeout: float = setting(
         5.0,
@@ -267,33 +160,35 @@ class Settings:
         help="`debug`, `info`, `warning`, `error`",
     )
 
-    # The settings of providers from plugins, each an instance of its own class.
+    # Each provider's settings, an instance of its own class (Provider.settings_section).
     sections: tuple[Any, ...] = ()
 
-    @property
-    def dreamclass_api_configured(self) -> bool:
-        return bool(self.dreamclass_api_url and self.dreamclass_api_key)
-
     def section(self, kind: type[T]) -> T:
-        """A plugin's settings, as read with these; its defaults if they were not read."""
+        """A provider's settings, as read with these; its defaults if they were not read."""
         for candidate in self.sections:
             if isinstance(candidate, kind):
                 return candidate
         return kind()
 
+    def with_section(self, kind: type[T], **changes: Any) -> Settings:
+        """These settings with some of a provider's changed."""
+        changed = dataclasses.replace(self.section(kind), **changes)  # type: ignore[type-var]
+        kept = tuple(item for item in self.sections if not isinstance(item, kind))
+        return dataclasses.replace(self, sections=(*kept, changed))
+
     @classmethod
-    def from_env(
-        cls, environ: Mapping[str, str] | None = None, sections: tuple[type, ...] = ()
-    ) -> Settings:
-        """Build the settings from `environ` (default: the process environment), with the
-        plugins' settings classes in `sections`.
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build the settings, each provider's included, from `environ` (default: the process
+        environment).
 
         Raises SettingsError, whose message is one line naming the variable, on a malformed value.
         """
+        from hookpipe.providers import settings_sections  # the registry imports this module
+
         env = os.environ if environ is None else environ
         read = read_settings(cls, env)
         return dataclasses.replace(
-            read, sections=tuple(read_settings(kind, env) for kind in sections)
+            read, sections=tuple(read_settings(kind, env) for kind in settings_sections())
         )
 
 
@@ -359,14 +254,17 @@ def to_env(settings: Any) -> dict[str, str]:
 
 
 def settings_table() -> str:
-    """The README's settings table, in Markdown."""
+    """The README's settings table, in Markdown: hookpipe's own, then each provider's."""
+    from hookpipe.providers import settings_sections
+
     rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
-    for name, item_name, declaration in declarations():
-        default = _default_of(Settings, item_name)
-        shown = declaration.shown_default
-        if shown is None:
-            shown = "—" if default in (None, ()) else f"`{_text(default)}`"
-        rows.append(f"| `{name}` | {shown} | {declaration.help} |")
+    for kind in (Settings, *settings_sections()):
+        for name, item_name, declaration in declarations(kind):
+            default = _default_of(kind, item_name)
+            shown = declaration.shown_default
+            if shown is None:
+                shown = "—" if default in (None, ()) else f"`{_text(default)}`"
+            rows.append(f"| `{name}` | {shown} | {declaration.help} |")
     return "\n".join(rows) + "\n"
 
 

@@ -11,10 +11,12 @@ import base64
 import binascii
 import uuid
 from collections.abc import Mapping
-from typing import Final
+from dataclasses import dataclass
+from typing import ClassVar, Final
 
 import orjson
 
+from hookpipe import values
 from hookpipe.errors import SettingsError
 from hookpipe.ingress.auth import b64decode, hmac_sha256, matches_any, required
 from hookpipe.ingress.envelope import Envelope, decode
@@ -26,11 +28,69 @@ from hookpipe.schemas.dreamclass import (
     PAYMENT_UPDATED,
     envelope_decoder,
 )
-from hookpipe.settings import Settings
+from hookpipe.settings import Settings, secret_list, setting
 
 NAME: Final = "dreamclass"
 AUTHORIZATION_HEADER: Final = "Authorization"
 _DIGEST_SIZE = 32
+
+
+@dataclass(frozen=True, slots=True)
+class DreamClassSettings:
+    """The webhooks' secrets and auth (the ingress), and the REST API the workers call."""
+
+    ENV_PREFIX: ClassVar[str] = "HOOKPIPE_DREAMCLASS_"
+
+    secrets: tuple[str, ...] = setting(
+        (),
+        secret_list,
+        env="HOOKPIPE_DREAMCLASS_SECRET",
+        secret=True,
+        help="DreamClass webhook secret(s), comma-separated for rotation",
+    )
+    # The docs leave open whether the key is the secret's text or base64 of raw key bytes.
+    secret_encoding: str = setting(
+        "utf-8",
+        values.choice("utf-8", "base64"),
+        help="`base64` if the secret is base64 of the raw key",
+    )
+    basic_auth: tuple[str, str] | None = setting(
+        None,
+        values.basic_auth,
+        secret=True,
+        text=":".join,
+        shown_default="empty",
+        help="optional `user:password` DreamClass sends",
+    )
+    api_url: str | None = setting(
+        None, values.http_url, help="the DreamClass REST API the workers call"
+    )
+    api_key: str | None = setting(None, str, secret=True, help="the DreamClass API key")
+    api_auth_header: str = setting("Authorization", str, help="the header the API key is sent in")
+    api_auth_scheme: str = setting("Bearer", str, help="the word before the key in that header")
+    # The DreamClass API's own paths (docs/providers.md says how they were found).
+    api_invoice_path: str = setting(
+        "/dreamclassapi/v1/financial/invoices/{invoice_id}",
+        values.path_with("{invoice_id}"),
+        help="the path of one invoice",
+    )
+    api_payment_methods_path: str = setting(
+        "/dreamclassapi/v1/financial/paymentmethods",
+        values.path_with(None),
+        help="the path of the payment methods",
+    )
+    api_timeout: float = setting(
+        5.0, values.positive_float, help="seconds one DreamClass API request may take"
+    )
+    payment_methods_ttl: float = setting(
+        300.0,
+        values.non_negative_float,
+        help="seconds the payment methods are cached (0: not cached)",
+    )
+
+    @property
+    def api_configured(self) -> bool:
+        return bool(self.api_url and self.api_key)
 
 
 def signing_key(secret: str, encoding: str) -> bytes:
@@ -52,9 +112,9 @@ class DreamClass:
     name: Final = NAME
 
     def __init__(self, settings: Settings) -> None:
-        encoding = settings.dreamclass_secret_encoding
-        self._keys = tuple(signing_key(s, encoding) for s in settings.dreamclass_secrets)
-        auth = settings.dreamclass_basic_auth
+        own = settings.section(DreamClassSettings)
+        self._keys = tuple(signing_key(s, own.secret_encoding) for s in own.secrets)
+        auth = own.basic_auth
         self._basic = None if auth is None else f"{auth[0]}:{auth[1]}".encode()
 
     def authenticate(
@@ -105,9 +165,10 @@ def sign_example(
     document["type"] = event
     if fresh:
         document["id"] = str(uuid.uuid4())
-    key = signing_key(settings.dreamclass_secrets[0], settings.dreamclass_secret_encoding)
+    own = settings.section(DreamClassSettings)
+    key = signing_key(own.secrets[0], own.secret_encoding)
     document["signature"] = signature(document["id"], key)
-    auth = settings.dreamclass_basic_auth
+    auth = own.basic_auth
     headers = {} if auth is None else basic_auth_header(*auth)
     return SignedWebhook(orjson.dumps(document), headers)
 
@@ -115,7 +176,8 @@ def sign_example(
 PROVIDER: Final = Provider(
     name=NAME,
     events=(PAYMENT_CREATED, PAYMENT_UPDATED, PAYMENT_DELETED),
-    required=("dreamclass_secrets",),
+    required=("secrets",),
+    settings_section=DreamClassSettings,
     authenticator=DreamClass,
     handlers="hookpipe.workers.handlers.dreamclass:handlers",
     sign=sign_example,

@@ -8,11 +8,14 @@ configured key (rotation), entries of other versions are ignored.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import uuid
 from collections.abc import Mapping
-from typing import Final
+from dataclasses import dataclass
+from typing import ClassVar, Final
 
+from hookpipe import values
 from hookpipe.ingress.auth import (
     ascii_bytes,
     b64decode,
@@ -25,10 +28,46 @@ from hookpipe.ingress.envelope import Envelope, check_token, decode
 from hookpipe.ingress.errors import AuthenticationFailed, InvalidEnvelope
 from hookpipe.providers import Provider, SignedWebhook
 from hookpipe.schemas.flexprice import PAYMENT_EVENT_TYPES, envelope_decoder
-from hookpipe.settings import Settings
+from hookpipe.settings import Settings, secret_list, setting
 
 NAME: Final = "flexprice"
 _VERSION = "v1"
+
+
+def svix_keys(value: str) -> tuple[bytes, ...]:
+    """The HMAC keys of Standard Webhooks secrets: base64 of the part after `whsec_`."""
+    keys = []
+    for secret in secret_list(value):
+        try:
+            key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("expected whsec_ followed by base64") from None
+        if not key:
+            raise ValueError("the key after whsec_ is empty")
+        keys.append(key)
+    return tuple(keys)
+
+
+def _svix_secrets(keys: tuple[bytes, ...]) -> str:
+    return ",".join("whsec_" + base64.b64encode(key).decode() for key in keys)
+
+
+@dataclass(frozen=True, slots=True)
+class FlexpriceSettings:
+    ENV_PREFIX: ClassVar[str] = "HOOKPIPE_FLEXPRICE_"
+
+    # The decoded HMAC keys.
+    secrets: tuple[bytes, ...] = setting(
+        (),
+        svix_keys,
+        env="HOOKPIPE_FLEXPRICE_SECRET",
+        secret=True,
+        text=_svix_secrets,
+        help="Flexprice (Svix) endpoint secret(s), `whsec_...`, comma-separated for rotation",
+    )
+    tolerance: float = setting(
+        300.0, values.positive_float, help="seconds a Flexprice timestamp may be off"
+    )
 
 
 class Flexprice:
@@ -37,8 +76,9 @@ class Flexprice:
     name: Final = NAME
 
     def __init__(self, settings: Settings) -> None:
-        self._keys = settings.flexprice_secrets  # already the decoded key bytes
-        self._tolerance = settings.flexprice_tolerance
+        own = settings.section(FlexpriceSettings)
+        self._keys = own.secrets
+        self._tolerance = own.tolerance
 
     def authenticate(
         self, body: bytes, headers: Mapping[str, str], peer: str | None, now: float
@@ -112,7 +152,10 @@ def sign_example(
     # The id travels in a header: derived from the body, the same example keeps its id.
     token = uuid.uuid4().hex if fresh else hashlib.sha256(body).hexdigest()[:32]
     headers = sign(
-        body, key=settings.flexprice_secrets[0], msg_id=f"msg_{token}", timestamp=int(now)
+        body,
+        key=settings.section(FlexpriceSettings).secrets[0],
+        msg_id=f"msg_{token}",
+        timestamp=int(now),
     )
     return SignedWebhook(body, headers)
 
@@ -120,7 +163,8 @@ def sign_example(
 PROVIDER: Final = Provider(
     name=NAME,
     events=PAYMENT_EVENT_TYPES,
-    required=("flexprice_secrets",),
+    required=("secrets",),
+    settings_section=FlexpriceSettings,
     authenticator=Flexprice,
     handlers="hookpipe.workers.handlers.flexprice:handlers",
     sign=sign_example,

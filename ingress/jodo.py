@@ -9,15 +9,17 @@ import ipaddress
 import re
 import uuid
 from collections.abc import Mapping
-from typing import Final
+from dataclasses import dataclass
+from typing import ClassVar, Final
 
+from hookpipe import values
 from hookpipe.ingress.auth import hmac_sha256_hex, matches_any, required
 from hookpipe.ingress.envelope import Envelope, decode
 from hookpipe.ingress.errors import AuthenticationFailed
 from hookpipe.ingress.example import with_fields
 from hookpipe.providers import Provider, SignedWebhook
 from hookpipe.schemas.jodo import DIRECT_PAYMENT_CANCELLED, ORDER_PAYMENT_DEBITED, envelope_decoder
-from hookpipe.settings import Settings
+from hookpipe.settings import Settings, secret_list, setting
 from hookpipe.values import IPNetwork
 
 NAME: Final = "jodo"
@@ -26,14 +28,34 @@ SIGNATURE_HEADER: Final = "X-Jodo-Signature"
 _HEX_DIGEST = re.compile("[0-9a-fA-F]{64}")
 
 
+@dataclass(frozen=True, slots=True)
+class JodoSettings:
+    ENV_PREFIX: ClassVar[str] = "HOOKPIPE_JODO_"
+
+    secrets: tuple[str, ...] = setting(
+        (),
+        secret_list,
+        env="HOOKPIPE_JODO_SECRET",
+        secret=True,
+        help="Jodo signing secret(s), comma-separated for rotation",
+    )
+    allowed_ips: tuple[IPNetwork, ...] = setting(
+        (),
+        values.networks,
+        shown_default="empty (any)",
+        help="optional comma-separated CIDR allow-list of Jodo's addresses",
+    )
+
+
 class Jodo:
     """Verifies Jodo webhooks against every configured secret (rotation) and the IP allow-list."""
 
     name: Final = NAME
 
     def __init__(self, settings: Settings) -> None:
-        self._keys = tuple(secret.encode() for secret in settings.jodo_secrets)
-        self._allowed = settings.jodo_allowed_ips
+        own = settings.section(JodoSettings)
+        self._keys = tuple(secret.encode() for secret in own.secrets)
+        self._allowed = own.allowed_ips
 
     def authenticate(
         self, body: bytes, headers: Mapping[str, str], peer: str | None, now: float
@@ -79,13 +101,14 @@ def sign_example(
     """An example webhook as Jodo would send it, signed with the first configured secret."""
     if fresh:
         body = with_fields(body, event_id=str(uuid.uuid4()))
-    return SignedWebhook(body, sign(body, settings.jodo_secrets[0]))
+    return SignedWebhook(body, sign(body, settings.section(JodoSettings).secrets[0]))
 
 
 PROVIDER: Final = Provider(
     name=NAME,
     events=(ORDER_PAYMENT_DEBITED, DIRECT_PAYMENT_CANCELLED),
-    required=("jodo_secrets",),
+    required=("secrets",),
+    settings_section=JodoSettings,
     authenticator=Jodo,
     handlers="hookpipe.workers.handlers.jodo:handlers",
     sign=sign_example,

@@ -10,8 +10,10 @@ import base64
 import secrets
 import uuid
 from collections.abc import Mapping
-from typing import Final
+from dataclasses import dataclass
+from typing import ClassVar, Final
 
+from hookpipe import values
 from hookpipe.ingress.auth import (
     ascii_bytes,
     b64decode,
@@ -25,9 +27,23 @@ from hookpipe.ingress.errors import AuthenticationFailed
 from hookpipe.ingress.example import with_fields
 from hookpipe.providers import Provider, SignedWebhook
 from hookpipe.schemas.rapyd import INVOICE_PAYMENT_CREATED, envelope_decoder
-from hookpipe.settings import Settings
+from hookpipe.settings import Settings, setting
 
 NAME: Final = "rapyd"
+
+
+@dataclass(frozen=True, slots=True)
+class RapydSettings:
+    ENV_PREFIX: ClassVar[str] = "HOOKPIPE_RAPYD_"
+
+    access_key: str | None = setting(None, str, secret=True, help="Rapyd access key")
+    secret_key: str | None = setting(None, str, secret=True, help="Rapyd secret key")
+    webhook_url: str | None = setting(
+        None, values.http_url, help="the exact webhook URL configured at Rapyd (it is signed)"
+    )
+    tolerance: float = setting(
+        300.0, values.positive_float, help="seconds a Rapyd timestamp may be off"
+    )
 
 
 class Rapyd:
@@ -36,12 +52,13 @@ class Rapyd:
     name: Final = NAME
 
     def __init__(self, settings: Settings) -> None:
-        assert settings.rapyd_webhook_url and settings.rapyd_access_key
-        assert settings.rapyd_secret_key
-        self._key = settings.rapyd_secret_key.encode()
-        self._url = settings.rapyd_webhook_url.encode()
-        self._keys = (settings.rapyd_access_key + settings.rapyd_secret_key).encode()
-        self._tolerance = settings.rapyd_tolerance
+        own = settings.section(RapydSettings)
+        # The registry builds it only once all three are set.
+        assert own.webhook_url and own.access_key and own.secret_key
+        self._key = own.secret_key.encode()
+        self._url = own.webhook_url.encode()
+        self._keys = (own.access_key + own.secret_key).encode()
+        self._tolerance = own.tolerance
 
     def authenticate(
         self, body: bytes, headers: Mapping[str, str], peer: str | None, now: float
@@ -81,13 +98,13 @@ def sign_example(
     """An example webhook as Rapyd would send it to the configured webhook URL, at `now`."""
     if fresh:
         body = with_fields(body, id=f"wh_{uuid.uuid4().hex}")
-    assert settings.rapyd_webhook_url and settings.rapyd_access_key
-    assert settings.rapyd_secret_key
+    own = settings.section(RapydSettings)
+    assert own.webhook_url and own.access_key and own.secret_key
     headers = sign(
         body,
-        url=settings.rapyd_webhook_url,
-        access_key=settings.rapyd_access_key,
-        secret_key=settings.rapyd_secret_key,
+        url=own.webhook_url,
+        access_key=own.access_key,
+        secret_key=own.secret_key,
         salt=secrets.token_hex(8),
         timestamp=int(now),
     )
@@ -97,7 +114,8 @@ def sign_example(
 PROVIDER: Final = Provider(
     name=NAME,
     events=(INVOICE_PAYMENT_CREATED,),
-    required=("rapyd_access_key", "rapyd_secret_key", "rapyd_webhook_url"),
+    required=("access_key", "secret_key", "webhook_url"),
+    settings_section=RapydSettings,
     authenticator=Rapyd,
     handlers="hookpipe.workers.handlers.rapyd:handlers",
     sign=sign_example,

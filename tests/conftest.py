@@ -24,6 +24,10 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from hookpipe import constants as c
 from hookpipe import topology
+from hookpipe.ingress.dreamclass import DreamClassSettings
+from hookpipe.ingress.flexprice import FlexpriceSettings, svix_keys
+from hookpipe.ingress.jodo import JodoSettings
+from hookpipe.ingress.rapyd import RapydSettings
 from hookpipe.providers import handled_queues
 from hookpipe.settings import RetryPolicy, Settings
 
@@ -78,26 +82,29 @@ def test_settings(amqp_url: str, tmp_path_factory: pytest.TempPathFactory) -> Se
         amqp_url=amqp_url,
         ledger_url=f"sqlite:///{ledger}",
         log_format="json",
-        jodo_secrets=(JODO_SECRET, JODO_OLD_SECRET),
-        dreamclass_secrets=(DREAMCLASS_SECRET,),
-        rapyd_access_key=RAPYD_ACCESS_KEY,
-        rapyd_secret_key=RAPYD_SECRET_KEY,
-        rapyd_webhook_url="https://hooks.example.test/webhooks/rapyd",
-        flexprice_secrets=(
-            Settings.from_env({"HOOKPIPE_FLEXPRICE_SECRET": FLEXPRICE_SECRET}).flexprice_secrets
-        ),
         publish_timeout=2.0,
         delivery_limit=5,
         retry=RetryPolicy(delays=(0.2, 0.4), max_attempts=3, jitter=0.1),
         worker_concurrency=8,
         worker_metrics_port=0,
         shutdown_grace=5.0,
+        sections=(
+            JodoSettings(secrets=(JODO_SECRET, JODO_OLD_SECRET)),
+            DreamClassSettings(secrets=(DREAMCLASS_SECRET,)),
+            RapydSettings(
+                access_key=RAPYD_ACCESS_KEY,
+                secret_key=RAPYD_SECRET_KEY,
+                webhook_url="https://hooks.example.test/webhooks/rapyd",
+            ),
+            FlexpriceSettings(secrets=svix_keys(FLEXPRICE_SECRET)),
+        ),
     )
 
 
 @pytest.fixture
 def make_settings(test_settings: Settings) -> Callable[..., Settings]:
-    """Test settings with some fields changed: make_settings(ledger_url=..., jodo_secrets=())."""
+    """Test settings with some fields changed: make_settings(ledger_url=...); a provider's with
+    make_settings().with_section(JodoSettings, secrets=())."""
 
     def make(**changes: Any) -> Settings:
         return dataclasses.replace(test_settings, **changes)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from hookpipe.ingress.dreamclass import DreamClassSettings
 from hookpipe.settings import Settings
 
 API_KEY = "dreamclass-api-test-key"
@@ -68,17 +68,15 @@ class FakeDreamClass:
             "payment_methods": deque(),
         }
         self._closing = asyncio.Event()
-        defaults = Settings()
+        defaults = DreamClassSettings()
         self.app = web.Application()
         # aiohttp's route placeholders and the settings' path placeholders share one syntax.
-        self.app.router.add_get(defaults.dreamclass_api_invoice_path, self._invoice)
-        self.app.router.add_get(defaults.dreamclass_api_payment_methods_path, self._methods)
+        self.app.router.add_get(defaults.api_invoice_path, self._invoice)
+        self.app.router.add_get(defaults.api_payment_methods_path, self._methods)
 
     def settings(self, base: Settings, **changes: Any) -> Settings:
-        """`base` pointed at this fake, with its API key; `changes` applied on top."""
-        return dataclasses.replace(
-            base, dreamclass_api_url=self.url, dreamclass_api_key=API_KEY, **changes
-        )
+        """`base` pointed at this fake, with its API key; changes to DreamClassSettings on top."""
+        return base.with_section(DreamClassSettings, api_url=self.url, api_key=API_KEY, **changes)
 
     def add_invoice(
         self, invoice_id: int, *, currency: str | None = "EUR", **fields: Any

@@ -10,6 +10,7 @@ import pytest
 
 from hookpipe.errors import SettingsError
 from hookpipe.ingress.app import create_app
+from hookpipe.ingress.dreamclass import DreamClassSettings
 from tests import signers
 from tests.conftest import DREAMCLASS_SECRET, get_message
 from tests.ingress_support import (
@@ -82,7 +83,9 @@ async def test_body_that_is_not_json(refusing_ingress: Ingress) -> None:
 async def test_secret_rotation_accepts_the_old_secret(
     start_ingress: StartIngress, make_settings: MakeSettings, broker: Channel
 ) -> None:
-    settings = make_settings(dreamclass_secrets=("new-secret", DREAMCLASS_SECRET))
+    settings = make_settings().with_section(
+        DreamClassSettings, secrets=("new-secret", DREAMCLASS_SECRET)
+    )
     ingress = await start_ingress(settings)
 
     response = await ingress.post("dreamclass", dreamclass_body(secret=DREAMCLASS_SECRET))
@@ -97,7 +100,9 @@ async def test_base64_encoded_key(
     start_ingress: StartIngress, make_settings: MakeSettings, broker: Channel
 ) -> None:
     secret = base64.b64encode(b"\x00\x01raw key bytes\xff").decode()
-    settings = make_settings(dreamclass_secrets=(secret,), dreamclass_secret_encoding="base64")
+    settings = make_settings().with_section(
+        DreamClassSettings, secrets=(secret,), secret_encoding="base64"
+    )
     ingress = await start_ingress(settings)
     document = orjson.loads(dreamclass_body())
     document["signature"] = signers.dreamclass_signature(EVENT_ID, secret, key_base64=True)
@@ -112,8 +117,8 @@ async def test_base64_encoded_key(
 def test_base64_encoding_with_a_secret_that_is_not_base64_fails_at_start(
     make_settings: MakeSettings,
 ) -> None:
-    settings = make_settings(
-        dreamclass_secrets=("not*base64",), dreamclass_secret_encoding="base64"
+    settings = make_settings().with_section(
+        DreamClassSettings, secrets=("not*base64",), secret_encoding="base64"
     )
     with pytest.raises(SettingsError, match="HOOKPIPE_DREAMCLASS_SECRET") as caught:
         create_app(settings)
@@ -122,7 +127,9 @@ def test_base64_encoding_with_a_secret_that_is_not_base64_fails_at_start(
 
 @pytest.fixture
 async def basic_ingress(start_ingress: StartIngress, make_settings: MakeSettings) -> Ingress:
-    return await start_ingress(make_settings(dreamclass_basic_auth=("dreamclass", "pa:ss")))
+    return await start_ingress(
+        make_settings().with_section(DreamClassSettings, basic_auth=("dreamclass", "pa:ss"))
+    )
 
 
 async def test_basic_auth_missing(basic_ingress: Ingress) -> None:

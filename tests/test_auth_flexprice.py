@@ -12,7 +12,7 @@ from multidict import CIMultiDict
 
 from hookpipe.ingress import flexprice
 from hookpipe.ingress.errors import AuthenticationFailed
-from hookpipe.settings import Settings
+from hookpipe.ingress.flexprice import FlexpriceSettings, svix_keys
 from tests.conftest import FLEXPRICE_SECRET, get_message
 from tests.ingress_support import Ingress, MakeSettings, StartIngress, refusal, signed
 
@@ -28,7 +28,7 @@ OTHER_SECRET = "whsec_" + base64.b64encode(b"another endpoint's key").decode()
 
 
 def _key(secret: str) -> bytes:
-    return Settings.from_env({"HOOKPIPE_FLEXPRICE_SECRET": secret}).flexprice_secrets[0]
+    return svix_keys(secret)[0]
 
 
 def _vector_headers(**changes: str) -> CIMultiDict[str]:
@@ -171,7 +171,7 @@ async def test_every_configured_secret_is_accepted_during_rotation(
     secret: str,
 ) -> None:
     keys = (_key(OTHER_SECRET), _key(FLEXPRICE_SECRET))
-    ingress = await start_ingress(make_settings(flexprice_secrets=keys))
+    ingress = await start_ingress(make_settings().with_section(FlexpriceSettings, secrets=keys))
     body, headers = signed("flexprice", secret=secret)
 
     response = await ingress.post("flexprice", body, headers)

@@ -6,7 +6,7 @@ from ipaddress import ip_network
 
 import aio_pika
 
-from hookpipe.ingress.jodo import peer_allowed
+from hookpipe.ingress.jodo import JodoSettings, peer_allowed
 from tests import signers
 from tests.conftest import JODO_SECRET, get_message
 from tests.ingress_support import Ingress, MakeSettings, StartIngress, refusal, signed
@@ -57,7 +57,9 @@ async def test_signature_that_is_not_ascii(refusing_ingress: Ingress) -> None:
 async def test_peer_not_in_the_allow_list(
     start_ingress: StartIngress, make_settings: MakeSettings
 ) -> None:
-    settings = make_settings(jodo_allowed_ips=(ip_network("10.0.0.0/8"),), declare_topology=False)
+    settings = make_settings(declare_topology=False).with_section(
+        JodoSettings, allowed_ips=(ip_network("10.0.0.0/8"),)
+    )
     ingress = await start_ingress(settings)
     body, headers = signed("jodo")
 
@@ -72,7 +74,7 @@ async def test_peer_in_the_allow_list_is_accepted(
     broker: aio_pika.abc.AbstractChannel,
 ) -> None:
     allowed = (ip_network("10.0.0.0/8"), ip_network("127.0.0.0/8"))
-    ingress = await start_ingress(make_settings(jodo_allowed_ips=allowed))
+    ingress = await start_ingress(make_settings().with_section(JodoSettings, allowed_ips=allowed))
     body, headers = signed("jodo")
 
     response = await ingress.post("jodo", body, headers)

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from hookpipe.ingress.dreamclass import DreamClassSettings
 from hookpipe.settings import Settings
 from hookpipe.workers.dreamclass_api import (
     NOT_CONFIGURED,
@@ -41,7 +42,7 @@ async def make_api(
         *, tries: int = 3, clock: Callable[[], float] = time.monotonic, **changes: Any
     ) -> DreamClassApi:
         api = DreamClassApi(
-            dreamclass_fake.settings(make_settings(), **changes),
+            dreamclass_fake.settings(make_settings(), **changes).section(DreamClassSettings),
             tries=tries,
             backoff=BACKOFF,
             retry_budget=RETRY_BUDGET,
@@ -94,7 +95,7 @@ async def test_auth_header_name_and_scheme_are_configurable(
     dreamclass_fake: FakeDreamClass, make_api: MakeApi
 ) -> None:
     dreamclass_fake.add_invoice(16)
-    api = make_api(dreamclass_api_auth_header="X-Api-Key", dreamclass_api_auth_scheme="none")
+    api = make_api(api_auth_header="X-Api-Key", api_auth_scheme="none")
 
     with pytest.raises(DreamClassApiError, match="HTTP 401"):
         await api.get_invoice(TENANT, 16)  # the fake wants a bearer token: refused, not retried
@@ -174,7 +175,7 @@ async def test_a_slow_answer_times_out_is_retried_then_raises_transient_error(
     dreamclass_fake.script("invoice", delay=5.0, times=3)
 
     with pytest.raises(TransientError, match=r"timed out \(3 tries\)"):
-        await make_api(dreamclass_api_timeout=0.2, tries=3).get_invoice(TENANT, 16)
+        await make_api(api_timeout=0.2, tries=3).get_invoice(TENANT, 16)
 
     assert len(dreamclass_fake.requests_of("invoice")) == 3
 
@@ -185,7 +186,7 @@ async def test_a_slow_answer_then_a_quick_one_succeeds(
     dreamclass_fake.add_invoice(16)
     dreamclass_fake.script("invoice", delay=5.0)
 
-    invoice = await make_api(dreamclass_api_timeout=0.2).get_invoice(TENANT, 16)
+    invoice = await make_api(api_timeout=0.2).get_invoice(TENANT, 16)
 
     assert invoice.id == 16
     assert len(dreamclass_fake.requests_of("invoice")) == 2
@@ -198,7 +199,7 @@ async def test_an_unreachable_api_raises_transient_error(
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    settings = make_settings(dreamclass_api_url=f"http://127.0.0.1:{port}", dreamclass_api_key="k")
+    settings = DreamClassSettings(api_url=f"http://127.0.0.1:{port}", api_key="k")
     async with DreamClassApi(settings, backoff=BACKOFF, retry_budget=RETRY_BUDGET) as api:
         with pytest.raises(TransientError, match="ClientConnectorError"):
             await api.get_invoice(TENANT, 16)
@@ -230,7 +231,7 @@ async def test_payment_methods_are_cached_then_fetched_again_after_the_ttl(
     dreamclass_fake: FakeDreamClass, make_api: MakeApi
 ) -> None:
     now = [1000.0]
-    api = make_api(dreamclass_payment_methods_ttl=300.0, clock=lambda: now[0])
+    api = make_api(payment_methods_ttl=300.0, clock=lambda: now[0])
 
     await api.get_payment_methods(TENANT)
     now[0] += 299.0
@@ -272,7 +273,7 @@ def test_the_client_refuses_to_start_without_url_and_key(
     make_settings: Callable[..., Settings],
 ) -> None:
     with pytest.raises(PermanentError) as caught:
-        DreamClassApi(make_settings(dreamclass_api_url=None, dreamclass_api_key=None))
+        DreamClassApi(DreamClassSettings(api_url=None, api_key=None))
 
     assert str(caught.value) == NOT_CONFIGURED
 

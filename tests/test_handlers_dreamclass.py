@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
+from hookpipe.ingress.dreamclass import DreamClassSettings
 from hookpipe.providers import handled_queues
 from hookpipe.settings import Settings
 from hookpipe.workers.dreamclass_api import NOT_CONFIGURED, DreamClassApi, DreamClassNotFound
@@ -50,7 +51,9 @@ async def api(
     dreamclass_fake: FakeDreamClass, make_settings: Callable[..., Settings]
 ) -> AsyncIterator[DreamClassApi]:
     """A client of the fake, with short in-call retries."""
-    client = DreamClassApi(dreamclass_fake.settings(make_settings()), backoff=0.05)
+    client = DreamClassApi(
+        dreamclass_fake.settings(make_settings()).section(DreamClassSettings), backoff=0.05
+    )
     try:
         yield client
     finally:
@@ -377,10 +380,8 @@ async def test_open_handlers_registers_every_queue_with_the_dreamclass_api(
 async def test_open_handlers_without_the_dreamclass_api_dead_letters_with_the_reason(
     make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
-    settings = make_settings(
-        ledger_url=f"sqlite:///{tmp_path / 'ledger.sqlite3'}",
-        dreamclass_api_url=None,
-        dreamclass_api_key=None,
+    settings = make_settings(ledger_url=f"sqlite:///{tmp_path / 'ledger.sqlite3'}").with_section(
+        DreamClassSettings, api_url=None, api_key=None
     )
     queue = "dreamclass.PAYMENT_UPDATED"
 

@@ -11,6 +11,7 @@ import pytest
 from aiohttp import payload
 
 from hookpipe import constants as c
+from hookpipe.ingress.jodo import JodoSettings
 from tests import signers
 from tests.conftest import JODO_OLD_SECRET, JODO_SECRET, fixture_bytes, get_message, queue_depth
 from tests.ingress_support import (
@@ -272,7 +273,7 @@ async def test_unknown_provider_is_refused_with_404(ingress: Ingress, broker: Ch
 async def test_unconfigured_provider_is_refused_with_404(
     start_ingress: StartIngress, make_settings: MakeSettings, broker: Channel
 ) -> None:
-    ingress = await start_ingress(make_settings(jodo_secrets=()))
+    ingress = await start_ingress(make_settings().with_section(JodoSettings, secrets=()))
     body, headers = signed("jodo")
 
     response = await ingress.post("jodo", body, headers)

@@ -4,6 +4,7 @@ variable for each malformed value, never with a secret in it."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import ipaddress
 import os
 import subprocess
@@ -14,6 +15,10 @@ import pytest
 
 from hookpipe import cli, providers
 from hookpipe.errors import SettingsError
+from hookpipe.ingress.dreamclass import DreamClassSettings
+from hookpipe.ingress.flexprice import FlexpriceSettings
+from hookpipe.ingress.jodo import JodoSettings
+from hookpipe.ingress.rapyd import RapydSettings
 from hookpipe.providers import Provider
 from hookpipe.settings import RetryPolicy, Settings, declarations, settings_table, to_env
 
@@ -30,26 +35,27 @@ def _provider(name: str) -> Provider:
 def test_an_empty_environment_gives_the_defaults() -> None:
     settings = Settings.from_env({})
 
-    assert settings == Settings()
+    assert dataclasses.replace(settings, sections=()) == Settings()
+    assert all(section == type(section)() for section in settings.sections)
+    assert len(settings.sections) == len(providers.providers())
     assert settings.amqp_url == "amqp://guest:guest@127.0.0.1:5672/"
     assert settings.max_body_bytes == 1_048_576
     assert not any(provider.configured(settings) for provider in providers.providers().values())
 
 
 @pytest.mark.parametrize(
-    ("variable", "field"),
-    [
-        ("HOOKPIPE_JODO_SECRET", "jodo_secrets"),
-        ("HOOKPIPE_DREAMCLASS_SECRET", "dreamclass_secrets"),
-    ],
+    ("variable", "section"),
+    [("HOOKPIPE_JODO_SECRET", JodoSettings), ("HOOKPIPE_DREAMCLASS_SECRET", DreamClassSettings)],
 )
-def test_a_secret_list_is_read_from_its_file(tmp_path: Path, variable: str, field: str) -> None:
+def test_a_secret_list_is_read_from_its_file(
+    tmp_path: Path, variable: str, section: type[JodoSettings | DreamClassSettings]
+) -> None:
     path = tmp_path / "secret"
     path.write_text("first-secret,second-secret\n")
 
     settings = Settings.from_env({f"{variable}_FILE": str(path)})
 
-    assert getattr(settings, field) == ("first-secret", "second-secret")
+    assert settings.section(section).secrets == ("first-secret", "second-secret")
 
 
 def test_single_secrets_are_read_from_their_files(tmp_path: Path) -> None:
@@ -68,11 +74,14 @@ def test_single_secrets_are_read_from_their_files(tmp_path: Path) -> None:
 
     settings = Settings.from_env(environ)
 
-    assert settings.rapyd_access_key == "rak_from_file"
-    assert settings.rapyd_secret_key == "rsk_from_file"
-    assert settings.dreamclass_basic_auth == ("dreamclass", "pass word")
-    assert settings.dreamclass_api_key == "api-key-from-file"
-    assert settings.flexprice_secrets == (base64.b64decode(SVIX_SECRET.removeprefix("whsec_")),)
+    rapyd = settings.section(RapydSettings)
+    assert rapyd.access_key == "rak_from_file"
+    assert rapyd.secret_key == "rsk_from_file"
+    assert settings.section(DreamClassSettings).basic_auth == ("dreamclass", "pass word")
+    assert settings.section(DreamClassSettings).api_key == "api-key-from-file"
+    assert settings.section(FlexpriceSettings).secrets == (
+        base64.b64decode(SVIX_SECRET.removeprefix("whsec_")),
+    )
     assert _provider("rapyd").configured(settings)
 
 
@@ -86,9 +95,9 @@ def test_comma_separated_secrets_are_kept_in_order_for_rotation() -> None:
         }
     )
 
-    assert settings.jodo_secrets == ("new-secret", "old-secret")
-    assert settings.dreamclass_secrets == ("dc-new", "dc-old")
-    assert settings.flexprice_secrets == (
+    assert settings.section(JodoSettings).secrets == ("new-secret", "old-secret")
+    assert settings.section(DreamClassSettings).secrets == ("dc-new", "dc-old")
+    assert settings.section(FlexpriceSettings).secrets == (
         b"the next key",
         base64.b64decode(SVIX_SECRET.removeprefix("whsec_")),
     )
@@ -99,7 +108,7 @@ def test_jodo_allow_list_reads_networks_and_single_addresses() -> None:
         {"HOOKPIPE_JODO_ALLOWED_IPS": "10.0.0.0/8, 192.0.2.7,2001:db8::/32"}
     )
 
-    assert settings.jodo_allowed_ips == (
+    assert settings.section(JodoSettings).allowed_ips == (
         ipaddress.ip_network("10.0.0.0/8"),
         ipaddress.ip_network("192.0.2.7/32"),
         ipaddress.ip_network("2001:db8::/32"),
@@ -244,4 +253,5 @@ def test_settings_written_to_the_environment_read_back_equal() -> None:
     )
 
     assert settings.retry == RetryPolicy(delays=(0.5, 2.0))
+    assert settings.section(JodoSettings).secrets == ("one", "two")
     assert Settings.from_env(to_env(settings)) == settings

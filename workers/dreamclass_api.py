@@ -22,13 +22,13 @@ import aiohttp
 import msgspec
 import structlog
 
+from hookpipe.ingress.dreamclass import DreamClassSettings
 from hookpipe.schemas.dreamclass import (
     Invoice,
     PaymentMethod,
     invoice_decoder,
     payment_methods_decoder,
 )
-from hookpipe.settings import Settings
 from hookpipe.workers.errors import PermanentError, TransientError
 
 T = TypeVar("T")
@@ -74,19 +74,19 @@ class DreamClassApi:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: DreamClassSettings,
         *,
         tries: int = TRIES,
         retry_budget: float = RETRY_BUDGET,
         backoff: float = BACKOFF,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if settings.dreamclass_api_url is None or settings.dreamclass_api_key is None:
+        if settings.api_url is None or settings.api_key is None:
             raise PermanentError(NOT_CONFIGURED)
-        self._base_url = settings.dreamclass_api_url.rstrip("/")
-        self._invoice_path = settings.dreamclass_api_invoice_path
-        self._payment_methods_path = settings.dreamclass_api_payment_methods_path
-        self._methods_ttl = settings.dreamclass_payment_methods_ttl
+        self._base_url = settings.api_url.rstrip("/")
+        self._invoice_path = settings.api_invoice_path
+        self._payment_methods_path = settings.api_payment_methods_path
+        self._methods_ttl = settings.payment_methods_ttl
         self._tries = tries
         self._retry_budget = retry_budget
         self._backoff = backoff
@@ -95,12 +95,10 @@ class DreamClassApi:
         self._methods: dict[str, tuple[float, Mapping[int, PaymentMethod]]] = {}
         self._methods_locks: dict[str, asyncio.Lock] = {}
         self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=settings.dreamclass_api_timeout),
+            timeout=aiohttp.ClientTimeout(total=settings.api_timeout),
             headers={
                 "Accept": "application/json",
-                settings.dreamclass_api_auth_header: _auth_value(
-                    settings.dreamclass_api_auth_scheme, settings.dreamclass_api_key
-                ),
+                settings.api_auth_header: _auth_value(settings.api_auth_scheme, settings.api_key),
             },
         )
 

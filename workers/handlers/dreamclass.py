@@ -15,6 +15,7 @@ from typing import Any, Final
 
 import structlog
 
+from hookpipe.ingress.dreamclass import DreamClassSettings
 from hookpipe.providers import HandlerContext
 from hookpipe.schemas.dreamclass import (
     PAYMENT_CREATED,
@@ -57,7 +58,8 @@ log = structlog.get_logger()
 def handlers(context: HandlerContext) -> dict[str, Handler]:
     """{queue name: handler} for DreamClass's payment events, with an API client of their own
     when the DreamClass API is configured (closed when the worker stops)."""
-    api = DreamClassApi(context.settings) if context.settings.dreamclass_api_configured else None
+    own = context.settings.section(DreamClassSettings)
+    api = DreamClassApi(own) if own.api_configured else None
     if api is not None:
         context.resources.push_async_callback(api.close)
     return payment_handlers(context.ledger, api)
