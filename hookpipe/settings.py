@@ -120,6 +120,16 @@ class Settings:
     )
 
     max_body_bytes: int = setting(1_048_576, values.positive_int, help="larger bodies get 413")
+    read_timeout: float = setting(
+        10.0,
+        values.positive_float,
+        help="seconds a client has to send a request's headers, and again its body (else 408)",
+    )
+    max_connections: int = setting(
+        1000,
+        values.positive_int,
+        help="open connections per ingress process; past it a new one is answered 503",
+    )
     publish_timeout: float = setting(
         5.0,
         values.positive_float,

@@ -1,12 +1,15 @@
 """The aiohttp application: POST /webhooks/{provider}, /healthz, /readyz, /metrics.
 
-A webhook goes through, in order: provider known and configured (404), body size (413),
-authentication on the raw bytes (401), event id and type (400), confirmed publish (503 when the
-broker is away or slow), and only then 200.
+A webhook goes through, in order: provider known and configured (404), no Content-Encoding (415),
+body size (413), the body read whole (400), authentication on the raw bytes (401), event id and
+type (400), confirmed publish (503 when the broker is away or slow), and only then 200. Anything
+else that goes wrong is a bug: answered 500 with the request id, logged with its traceback as one
+line, counted.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
@@ -16,13 +19,23 @@ from typing import Final
 import orjson
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from hookpipe import providers
 from hookpipe.errors import BrokerUnavailable
-from hookpipe.ingress.errors import AuthenticationFailed, PayloadTooLarge, Refused, UnknownProvider
+from hookpipe.ingress.errors import (
+    AuthenticationFailed,
+    InvalidEnvelope,
+    PayloadTooLarge,
+    ReadTimeout,
+    Refused,
+    UnknownProvider,
+    UnsupportedEncoding,
+)
 from hookpipe.ingress.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from hookpipe.ingress.metrics import IngressMetrics
 from hookpipe.ingress.publisher import Publisher
+from hookpipe.ingress.server import GUARD, ConnectionGuard, mark_begun
 from hookpipe.settings import Settings
 
 log = structlog.get_logger()
@@ -44,9 +57,10 @@ Clock = Callable[[], float]
 
 def create_app(settings: Settings, *, clock: Clock = time.time) -> web.Application:
     """The ingress application; `clock` (Unix seconds) is the "now" timestamps are held to."""
-    app = web.Application(client_max_size=settings.max_body_bytes)
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[mark_begun])
     publisher = Publisher(settings)
     metrics = IngressMetrics()
+    app[GUARD] = ConnectionGuard(settings, metrics)
     app[SETTINGS] = settings
     app[PUBLISHER] = publisher
     app[METRICS] = metrics
@@ -89,6 +103,7 @@ class _Webhooks:
         self._metrics = metrics
         self._clock = clock
         self._max_body = settings.max_body_bytes
+        self._read_timeout = settings.read_timeout
 
     async def handle(self, request: web.Request) -> web.Response:
         name = request.match_info["provider"]
@@ -128,6 +143,17 @@ class _Webhooks:
                 detail=str(exc),
                 headers={"Retry-After": RETRY_AFTER},
             )
+        except Exception:
+            # A bug, not the caller's fault: nothing was published (the publish is the last step
+            # and its failures are BrokerUnavailable), so the provider's retry loses nothing.
+            self._metrics.request(label, 500)
+            log.exception("webhook failed", status=500)
+            return web.Response(
+                status=500,
+                body=orjson.dumps({"error": "internal error", "request_id": request_id}),
+                content_type=_JSON,
+                headers={REQUEST_ID_HEADER: request_id},
+            )
         self._metrics.request(label, 200)
         # Debug, not info: a JSON line per accepted webhook costs about a quarter of the ingress's
         # throughput (docs/performance.md); refusals and failures are logged at warning.
@@ -146,19 +172,28 @@ class _Webhooks:
         if missing is None:
             known = ", ".join((*self._authenticators, *self._not_configured))
             raise UnknownProvider(f"unknown provider; expected one of {known}")
-        raise UnknownProvider(
-            f"provider {name} is not configured on this ingress ({', '.join(missing)})"
-        )
+        # Which settings are missing is for the operator's log, not for the caller.
+        log.warning("provider not configured", missing=list(missing))
+        raise UnknownProvider(f"provider {name} is not configured on this ingress")
 
     async def _read(self, request: web.Request) -> bytes:
+        encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            raise UnsupportedEncoding("Content-Encoding is not supported; send the body as is")
         length = request.content_length
         if length is not None and length > self._max_body:
             raise PayloadTooLarge(f"body over {self._max_body} bytes")
         try:
             # client_max_size caps the read too, for a body sent without a Content-Length.
-            return await request.read()
+            async with asyncio.timeout(self._read_timeout):
+                return await request.read()
+        except TimeoutError as exc:
+            raise ReadTimeout(f"body not received within {self._read_timeout:g} s") from exc
         except web.HTTPRequestEntityTooLarge as exc:
             raise PayloadTooLarge(f"body over {self._max_body} bytes") from exc
+        except (web.RequestPayloadError, HttpProcessingError) as exc:
+            # A malformed chunked body, or one cut short: aiohttp's parser gives up on it.
+            raise InvalidEnvelope("body could not be read") from exc
 
     def _refuse(
         self,

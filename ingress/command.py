@@ -29,15 +29,18 @@ async def serve(settings: Settings, host: str, port: int) -> None:
     from aiohttp import web
 
     from hookpipe.ingress.app import create_app
+    from hookpipe.ingress.server import GuardedSite, server_options
 
     log = structlog.get_logger()
     # Build the app first: a bad setting it finds (e.g. a DreamClass key that is not base64)
     # stops the start before anything listens.
     app = create_app(settings)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_grace)
+    runner = web.AppRunner(
+        app, access_log=None, shutdown_timeout=settings.shutdown_grace, **server_options(settings)
+    )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
+        site = GuardedSite(runner, host, port)
         await site.start()
         known = providers.providers().values()
         log.info(

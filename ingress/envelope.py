@@ -38,6 +38,10 @@ def decode(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
         raise InvalidEnvelope(f"invalid envelope: {exc}") from exc
     except msgspec.DecodeError as exc:
         raise InvalidEnvelope("body is not JSON") from exc
+    except RecursionError as exc:
+        # msgspec recurses once per nesting level; a hostile body can nest deeper than Python's
+        # stack allows. No webhook nests more than a few levels.
+        raise InvalidEnvelope("body is nested too deeply") from exc
 
 
 def check_token(value: str | None, what: str) -> str:

@@ -41,6 +41,19 @@ class PayloadTooLarge(Refused):
     status = 413
 
 
+class ReadTimeout(Refused):
+    """The body did not arrive within HOOKPIPE_READ_TIMEOUT."""
+
+    status = 408
+
+
+class UnsupportedEncoding(Refused):
+    """The body came with a Content-Encoding: the signatures are over the bytes as sent, and no
+    provider compresses its webhooks, so it is refused rather than inflated."""
+
+    status = 415
+
+
 class AuthenticationFailed(Refused):
     """A signature, timestamp, Basic auth or peer address check failed.
 
@@ -52,6 +65,6 @@ class AuthenticationFailed(Refused):
 
 
 class InvalidEnvelope(Refused):
-    """The body is empty, not JSON, or lacks the event id or type."""
+    """The body is empty, not JSON, cannot be read whole, or lacks the event id or type."""
 
     status = 400

@@ -35,7 +35,8 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
 class IngressMetrics:
-    """Requests by provider and status, authentication failures by reason, publish latency."""
+    """Requests by provider and status, authentication failures by reason, publish latency,
+    connections dropped unserved."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -59,6 +60,13 @@ class IngressMetrics:
             buckets=_PUBLISH_BUCKETS,
             registry=self.registry,
         )
+        self._connections_dropped = Counter(
+            "hookpipe_ingress_connections_dropped",
+            "Connections closed unserved: `slow` sent no request within the read timeout, `limit`"
+            " came past the connection cap (answered 503).",
+            ["reason"],
+            registry=self.registry,
+        )
         # labels() takes a lock and builds a key on every call; the label sets are few.
         self._request_children: dict[tuple[str, int], Counter] = {}
 
@@ -73,6 +81,10 @@ class IngressMetrics:
     def auth_failure(self, provider: str, reason: str) -> None:
         """Count one authentication failure; `reason` is one of the providers' fixed reasons."""
         self._auth_failures.labels(provider, reason).inc()
+
+    def connection_dropped(self, reason: str) -> None:
+        """Count one connection closed unserved ("slow" or "limit")."""
+        self._connections_dropped.labels(reason).inc()
 
     def render(self) -> bytes:
         """The text exposition of every metric."""

@@ -57,6 +57,7 @@ class Rapyd:
         assert own.webhook_url and own.access_key and own.secret_key
         self._key = own.secret_key.encode()
         self._url = own.webhook_url.encode()
+        self._access_key = own.access_key.encode()
         self._keys = (own.access_key + own.secret_key).encode()
         self._tolerance = own.tolerance
 
@@ -67,6 +68,12 @@ class Rapyd:
         salt = required(headers.get("salt"), "salt")
         timestamp = required(headers.get("timestamp"), "timestamp")
         provided = required(headers.get("signature"), "signature")
+        # Rapyd may send its access key too: it is signed anyway, but a wrong one is refused.
+        access_key = headers.get("access_key")
+        if access_key is not None and not matches_any(
+            ascii_bytes(access_key, "access_key"), (self._access_key,)
+        ):
+            raise AuthenticationFailed("access key mismatch")
         check_timestamp(timestamp, now, self._tolerance)
         signed_hex = b64decode(provided, "signature")
         expected = hmac_sha256_hex(

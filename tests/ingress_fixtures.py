@@ -12,6 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from hookpipe.ingress.app import create_app
+from hookpipe.ingress.server import server_options
 from hookpipe.settings import Settings
 from tests.ingress_support import Ingress, StartIngress
 
@@ -27,8 +28,11 @@ async def start_ingress(test_settings: Settings) -> AsyncIterator[StartIngress]:
         clock: Callable[[], float] | None = None,
         ready: bool = True,
     ) -> Ingress:
-        app = create_app(settings or test_settings, **({} if clock is None else {"clock": clock}))
-        client = TestClient(TestServer(app))
+        settings = settings or test_settings
+        app = create_app(settings, **({} if clock is None else {"clock": clock}))
+        server = TestServer(app)
+        await server.start_server(**server_options(settings))
+        client = TestClient(server)
         await client.start_server()
         started.append(client)
         ingress = Ingress(app, client)
