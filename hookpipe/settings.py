@@ -130,6 +130,12 @@ class Settings:
         values.positive_int,
         help="open connections per ingress process; past it a new one is answered 503",
     )
+    replay_memory: int = setting(
+        100_000,
+        values.non_negative_int,
+        help="webhook ids each ingress process remembers (~120 bytes each): a repeat of one is "
+        "answered 200 without a second publish (0: off)",
+    )
     publish_timeout: float = setting(
         5.0,
         values.positive_float,

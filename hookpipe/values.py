@@ -75,6 +75,13 @@ def boolean(value: str) -> bool:
     raise ValueError("expected true or false")
 
 
+def non_negative_int(value: str) -> int:
+    parsed = whole_number(value)
+    if parsed < 0:
+        raise ValueError("expected a whole number of 0 or more")
+    return parsed
+
+
 def positive_int(value: str) -> int:
     parsed = whole_number(value)
     if parsed <= 0:

@@ -23,6 +23,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from hookpipe import providers
 from hookpipe.errors import BrokerUnavailable
+from hookpipe.ingress.envelope import Envelope
 from hookpipe.ingress.errors import (
     AuthenticationFailed,
     InvalidEnvelope,
@@ -35,6 +36,7 @@ from hookpipe.ingress.errors import (
 from hookpipe.ingress.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from hookpipe.ingress.metrics import IngressMetrics
 from hookpipe.ingress.publisher import Publisher
+from hookpipe.ingress.replay import ReplayGuard
 from hookpipe.ingress.server import GUARD, ConnectionGuard, mark_begun
 from hookpipe.settings import Settings
 
@@ -104,6 +106,7 @@ class _Webhooks:
         self._clock = clock
         self._max_body = settings.max_body_bytes
         self._read_timeout = settings.read_timeout
+        self._replays = ReplayGuard(settings.replay_memory)
 
     async def handle(self, request: web.Request) -> web.Response:
         name = request.match_info["provider"]
@@ -123,12 +126,21 @@ class _Webhooks:
             structlog.contextvars.bind_contextvars(
                 event_id=envelope.event_id, event_type=envelope.event_type
             )
+            # With the type: where only the id is signed (DreamClass), a copy of a genuine
+            # webhook under another type must not make the genuine one look like a repeat.
+            key = f"{name}:{envelope.event_id}:{envelope.event_type}"
+            if self._replays.seen(key):
+                # Accepted and confirmed before: the same answer, without a second publish.
+                self._metrics.replay(label)
+                log.debug("webhook repeated", status=200)
+                return self._accepted(envelope, request_id, label)
             started = time.perf_counter()
             try:
                 await self._publisher.publish(body, name, envelope, request_id, received_at_ms)
             finally:
                 # A failed or timed-out publish is observed too: it is the tail this shows.
                 self._metrics.publish_seconds.observe(time.perf_counter() - started)
+            self._replays.accepted(key)
         except AuthenticationFailed as exc:
             self._metrics.auth_failure(label, exc.reason)
             return self._refuse(label, exc.status, exc.reason, request_id)
@@ -154,10 +166,13 @@ class _Webhooks:
                 content_type=_JSON,
                 headers={REQUEST_ID_HEADER: request_id},
             )
-        self._metrics.request(label, 200)
         # Debug, not info: a JSON line per accepted webhook costs about a quarter of the ingress's
         # throughput (docs/performance.md); refusals and failures are logged at warning.
         log.debug("webhook accepted", status=200)
+        return self._accepted(envelope, request_id, label)
+
+    def _accepted(self, envelope: Envelope, request_id: str, label: str) -> web.Response:
+        self._metrics.request(label, 200)
         return web.Response(
             body=orjson.dumps({"status": "accepted", "id": envelope.event_id}),
             content_type=_JSON,

@@ -1,6 +1,8 @@
 """Jodo: `X-Jodo-Signature` is the lowercase hex HMAC-SHA256 of the raw body, keyed by the secret.
 
-No timestamp is signed, so a replayed webhook passes; the workers deduplicate on `event_id`.
+The body's `timestamp` is signed with it, but Jodo does not say how long it retries, so its age is
+not checked unless HOOKPIPE_JODO_MAX_AGE says so. A replayed webhook otherwise passes: the
+ingress's replay guard and the workers' deduplication on `event_id` hold it.
 """
 
 from __future__ import annotations
@@ -45,6 +47,13 @@ class JodoSettings:
         shown_default="empty (any)",
         help="optional comma-separated CIDR allow-list of Jodo's addresses",
     )
+    max_age: float = setting(
+        0.0,
+        values.non_negative_float,
+        shown_default="`0` (off)",
+        help="seconds a Jodo webhook's signed `timestamp` may lie in the past (0: any age); "
+        "Jodo's own retries must fit in it",
+    )
 
 
 class Jodo:
@@ -56,6 +65,7 @@ class Jodo:
         own = settings.section(JodoSettings)
         self._keys = tuple(secret.encode() for secret in own.secrets)
         self._allowed = own.allowed_ips
+        self._max_age = own.max_age
 
     def authenticate(
         self, body: bytes, headers: Mapping[str, str], peer: str | None, now: float
@@ -74,6 +84,12 @@ class Jodo:
         if not matches_any(candidate, (hmac_sha256_hex(key, body) for key in self._keys)):
             raise AuthenticationFailed("signature mismatch")
         envelope = decode(envelope_decoder, body)
+        if self._max_age:
+            # The timestamp is in the signed body: an old webhook sent again is refused.
+            if envelope.timestamp is None:
+                raise AuthenticationFailed("missing timestamp")
+            if envelope.timestamp < now - self._max_age:
+                raise AuthenticationFailed("timestamp too old")
         return Envelope(envelope.event_id, envelope.event)
 
 

@@ -60,6 +60,12 @@ class IngressMetrics:
             buckets=_PUBLISH_BUCKETS,
             registry=self.registry,
         )
+        self._replays = Counter(
+            "hookpipe_ingress_replays",
+            "Webhooks answered 200 without a publish: this process had accepted their id lately.",
+            ["provider"],
+            registry=self.registry,
+        )
         self._connections_dropped = Counter(
             "hookpipe_ingress_connections_dropped",
             "Connections closed unserved: `slow` sent no request within the read timeout, `limit`"
@@ -81,6 +87,10 @@ class IngressMetrics:
     def auth_failure(self, provider: str, reason: str) -> None:
         """Count one authentication failure; `reason` is one of the providers' fixed reasons."""
         self._auth_failures.labels(provider, reason).inc()
+
+    def replay(self, provider: str) -> None:
+        """Count one webhook answered without a publish, its id accepted lately."""
+        self._replays.labels(provider).inc()
 
     def connection_dropped(self, reason: str) -> None:
         """Count one connection closed unserved ("slow" or "limit")."""

@@ -12,6 +12,8 @@ cat > var/dev.env <<ENV
 # A variable already set in the environment wins, e.g. HOOKPIPE_LEDGER_URL=postgresql://... make run
 HOOKPIPE_JODO_SECRET=\${HOOKPIPE_JODO_SECRET:-$(rand 16)}
 HOOKPIPE_DREAMCLASS_SECRET=\${HOOKPIPE_DREAMCLASS_SECRET:-$(rand 16)}
+# DreamClass signs only the event id: Basic auth is what covers the rest (docs/providers.md).
+HOOKPIPE_DREAMCLASS_BASIC_AUTH=\${HOOKPIPE_DREAMCLASS_BASIC_AUTH:-dreamclass:$(rand 12)}
 HOOKPIPE_RAPYD_ACCESS_KEY=\${HOOKPIPE_RAPYD_ACCESS_KEY:-rak_$(rand 10)}
 HOOKPIPE_RAPYD_SECRET_KEY=\${HOOKPIPE_RAPYD_SECRET_KEY:-rsk_$(rand 16)}
 HOOKPIPE_RAPYD_WEBHOOK_URL=\${HOOKPIPE_RAPYD_WEBHOOK_URL:-http://127.0.0.1:8080/webhooks/rapyd}

@@ -320,7 +320,7 @@ async def test_dead_letters_of_a_missing_api_reach_the_ledger_once_after_the_fix
             )
             assert await ledger.get("dreamclass", "5") == before
         payment = await ledger.get("dreamclass", "5")
-        assert payment is not None and payment.events == ("evt-dc-1",)
+        assert payment is not None and payment.events == ("evt-dc-1:PAYMENT_CREATED",)
     finally:
         await ledger.close()
     assert await queue_depth(broker, topology.dlq_name(DC_QUEUE)) == 0

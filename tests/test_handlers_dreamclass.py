@@ -98,8 +98,8 @@ async def test_the_seed_is_recorded_from_what_the_api_says(
     assert recorded.status == "paid"
     assert recorded.amount == Decimal("312.50")
     assert recorded.currency == "EUR"
-    assert recorded.events == (SEED_ID,)
-    assert recorded.version == SEED_TIME
+    assert recorded.events == (f"{SEED_ID}:PAYMENT_CREATED",)
+    assert recorded.version is None  # the webhook's timestamp orders nothing
     assert recorded.details["invoice_id"] == 16
     assert recorded.details["invoice_number"] == "INV-00016"
     assert recorded.details["tenant"] == TENANT
@@ -109,7 +109,6 @@ async def test_the_seed_is_recorded_from_what_the_api_says(
         "name": "Bank Transfer",
         "log_only": True,
     }
-    assert "from_webhook" not in recorded.details
     paths = [r.path for r in dreamclass_fake.requests]
     assert paths == [
         "/dreamclassapi/v1/financial/invoices/16",
@@ -134,7 +133,7 @@ async def test_status_codes_map_to_the_ledger(
     assert (await payment(ledger)).status == status
 
 
-async def test_fields_the_api_leaves_out_come_from_the_webhook_and_say_so(
+async def test_fields_the_api_leaves_out_are_not_taken_from_the_webhook(
     ledger: Ledger, dreamclass_fake: FakeDreamClass, handle: Callable[[bytes], Any]
 ) -> None:
     listed = dreamclass_fake.add_payment(16, 5, status=3)
@@ -145,10 +144,9 @@ async def test_fields_the_api_leaves_out_come_from_the_webhook_and_say_so(
 
     recorded = await payment(ledger)
     assert recorded.status == "pending"
-    assert recorded.amount == Decimal("300")
-    assert recorded.details["from_webhook"] == ["amount", "created_at", "payment_method"]
-    assert recorded.details["created_at"] == "2024-10-02T16:08:33.387000+00:00"
-    assert recorded.details["payment_method"] == {"id": 1, "name": None, "log_only": True}
+    assert recorded.amount is None  # the webhook says 300, but it is not signed
+    assert "created_at" not in recorded.details
+    assert recorded.details["payment_method"] == {"id": 1, "name": None, "log_only": None}
 
 
 async def test_no_status_from_the_api_nor_the_webhook_is_a_permanent_error(
@@ -162,16 +160,15 @@ async def test_no_status_from_the_api_nor_the_webhook_is_a_permanent_error(
     assert await ledger.get("dreamclass", PAYMENT_ID) is None
 
 
-async def test_a_status_in_the_webhook_fills_in_for_the_api(
+async def test_a_status_in_the_webhook_does_not_fill_in_for_the_api(
     ledger: Ledger, dreamclass_fake: FakeDreamClass, handle: Callable[[bytes], Any]
 ) -> None:
     dreamclass_fake.add_payment(16, 5, status=None)
 
-    await handle(webhook(status=4))
+    with pytest.raises(PermanentError, match="no status for payment 5"):
+        await handle(webhook(status=4))
 
-    recorded = await payment(ledger)
-    assert recorded.status == "refunded"
-    assert recorded.details["from_webhook"] == ["status"]
+    assert await ledger.get("dreamclass", PAYMENT_ID) is None
 
 
 async def test_no_personal_data_is_stored(
@@ -199,24 +196,24 @@ async def test_the_same_event_twice_changes_nothing(
     assert await payment(ledger) == before
 
 
-async def test_an_older_update_after_a_newer_one_changes_nothing(
+async def test_a_late_event_records_what_the_api_shows_when_it_is_handled(
     ledger: Ledger, dreamclass_fake: FakeDreamClass, handle: Callable[[bytes], Any]
 ) -> None:
     dreamclass_fake.add_payment(16, 5, status=4, amount="300.00")
     await handle(webhook("PAYMENT_UPDATED", "evt-update", SEED_TIME + 60_000))
 
-    # The creation arrives late; whatever the API answers now, the newer state stays.
-    dreamclass_fake.add_payment(16, 5, status=1, amount="1.00")
+    # The creation arrives late, with an earlier timestamp: the API is asked again, and what it
+    # shows now is the state, whatever either webhook's timestamp says.
+    dreamclass_fake.add_payment(16, 5, status=1, amount="310.00")
     await handle(webhook("PAYMENT_CREATED", "evt-create", SEED_TIME))
 
     recorded = await payment(ledger)
-    assert recorded.status == "refunded"
-    assert recorded.amount == Decimal("300.00")
-    assert recorded.version == SEED_TIME + 60_000
-    assert recorded.events == ("evt-update", "evt-create")
+    assert recorded.status == "paid"
+    assert recorded.amount == Decimal("310.00")
+    assert recorded.events == ("evt-update:PAYMENT_UPDATED", "evt-create:PAYMENT_CREATED")
 
 
-async def test_a_newer_update_replaces_the_state(
+async def test_an_update_records_the_new_state(
     ledger: Ledger, dreamclass_fake: FakeDreamClass, handle: Callable[[bytes], Any]
 ) -> None:
     dreamclass_fake.add_payment(16, 5, status=3)
@@ -226,7 +223,7 @@ async def test_a_newer_update_replaces_the_state(
 
     recorded = await payment(ledger)
     assert recorded.status == "paid"
-    assert recorded.events == ("evt-create", "evt-update")
+    assert recorded.events == ("evt-create:PAYMENT_CREATED", "evt-update:PAYMENT_UPDATED")
 
 
 async def test_a_deletion_after_the_creation_marks_it_deleted(
@@ -242,9 +239,8 @@ async def test_a_deletion_after_the_creation_marks_it_deleted(
     assert recorded.status == "deleted"
     assert recorded.amount == Decimal("300.00")
     assert recorded.currency == "EUR"
-    assert recorded.details["deletion_confirmed"] is True
     assert recorded.details["invoice_id"] == 16
-    assert recorded.events == ("evt-create", "evt-delete")
+    assert recorded.events == ("evt-create:PAYMENT_CREATED", "evt-delete:PAYMENT_DELETED")
 
 
 async def test_a_deletion_before_the_creation_still_wins(
@@ -257,9 +253,8 @@ async def test_a_deletion_before_the_creation_still_wins(
 
     recorded = await payment(ledger)
     assert recorded.status == "deleted"
-    assert recorded.amount == Decimal("300")
-    assert recorded.details["from_webhook"] == ["amount"]
-    assert recorded.events == ("evt-delete", "evt-create")
+    assert recorded.amount is None  # never seen in the API; the webhook's is not signed
+    assert recorded.events == ("evt-delete:PAYMENT_DELETED", "evt-create:PAYMENT_CREATED")
 
 
 async def test_a_deletion_with_only_the_payment_id_uses_the_recorded_invoice(
@@ -273,19 +268,16 @@ async def test_a_deletion_with_only_the_payment_id_uses_the_recorded_invoice(
 
     recorded = await payment(ledger)
     assert recorded.status == "deleted"
-    assert recorded.details["deletion_confirmed"] is True
     assert dreamclass_fake.requests[-1].path == "/dreamclassapi/v1/financial/invoices/16"
 
 
-async def test_a_deletion_of_an_unknown_payment_without_invoice_is_recorded_unconfirmed(
+async def test_a_deletion_that_cannot_be_confirmed_is_not_recorded(
     ledger: Ledger, dreamclass_fake: FakeDreamClass, handle: Callable[[bytes], Any]
 ) -> None:
-    await handle(webhook("PAYMENT_DELETED", "evt-delete", data={"id": 5}))
+    with pytest.raises(PermanentError, match="cannot be confirmed"):
+        await handle(webhook("PAYMENT_DELETED", "evt-delete", data={"id": 5}))
 
-    recorded = await payment(ledger)
-    assert recorded.status == "deleted"
-    assert recorded.amount is None
-    assert recorded.details["deletion_confirmed"] is False
+    assert await ledger.get("dreamclass", PAYMENT_ID) is None
     assert dreamclass_fake.requests == []
 
 
@@ -347,16 +339,39 @@ async def test_without_the_api_configured_every_event_is_a_permanent_error(
     assert await ledger.get("dreamclass", PAYMENT_ID) is None
 
 
-async def test_a_message_of_another_type_in_the_queue_is_a_permanent_error(
-    ledger: Ledger, api: DreamClassApi
+async def test_the_queue_not_the_unsigned_type_says_what_the_event_is(
+    ledger: Ledger, dreamclass_fake: FakeDreamClass, api: DreamClassApi
 ) -> None:
+    dreamclass_fake.add_payment(16, 5, status=1)
     handlers = dreamclass.payment_handlers(ledger, api)
     body = webhook("PAYMENT_DELETED")
 
-    with pytest.raises(PermanentError, match="PAYMENT_DELETED"):
-        await handlers["dreamclass.PAYMENT_CREATED"](
-            delivery("dreamclass.PAYMENT_CREATED", body, SEED_ID)
-        )
+    await handlers["dreamclass.PAYMENT_CREATED"](
+        delivery("dreamclass.PAYMENT_CREATED", body, SEED_ID)
+    )
+
+    recorded = await payment(ledger)
+    assert recorded.status == "paid"
+    assert recorded.events == (f"{SEED_ID}:PAYMENT_CREATED",)
+
+
+async def test_a_forged_deletion_does_not_stand_in_for_the_genuine_creation(
+    ledger: Ledger, dreamclass_fake: FakeDreamClass, handle: Callable[[bytes], Any]
+) -> None:
+    # The genuine creation's id, re-typed as a deletion, pointing at another invoice that does
+    # not list the payment, with a timestamp far in the future.
+    dreamclass_fake.add_invoice(99)
+    dreamclass_fake.add_payment(16, 5, status=1, amount="300.00")
+    forged = webhook("PAYMENT_DELETED", SEED_ID, 9_999_999_999_999, invoiceId=99)
+
+    await handle(forged)
+    await handle(fixture_bytes(SEED))
+
+    recorded = await payment(ledger)
+    assert recorded.status == "paid"
+    assert recorded.amount == Decimal("300.00")
+    assert recorded.version is None
+    assert recorded.events == (f"{SEED_ID}:PAYMENT_DELETED", f"{SEED_ID}:PAYMENT_CREATED")
 
 
 async def test_open_handlers_registers_every_queue_with_the_dreamclass_api(

@@ -4,11 +4,13 @@ SQLite and on PostgreSQL. The provider's retry of the same webhook changes nothi
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
 import aio_pika
+import orjson
 import pytest
 
 from hookpipe import topology
@@ -19,7 +21,7 @@ from hookpipe.workers.runtime import Worker
 from tests.conftest import fixture_bytes, queue_depth
 from tests.dreamclass_fake import FakeDreamClass
 from tests.dreamclass_fake import dreamclass_fake as dreamclass_fake  # the fixture
-from tests.ingress_support import Ingress, StartIngress, signed
+from tests.ingress_support import Ingress, StartIngress, dreamclass_body, signed
 from tests.worker_support import wait_until
 
 pytest_plugins = ("tests.ingress_fixtures",)
@@ -60,6 +62,7 @@ class Pipeline:
     ingress: Ingress
     worker: Worker
     ledger: Ledger
+    settings: Settings
 
     def processed(self, queue: str) -> float:
         """Messages of `queue` the worker has finished with successfully."""
@@ -67,6 +70,14 @@ class Pipeline:
             "hookpipe_worker_processed_total", {"queue": queue}
         )
         return sample or 0.0
+
+    def failed(self, queue: str) -> float:
+        """Messages of `queue` the worker has dead-lettered or scheduled for a retry."""
+        registry = self.worker.metrics.registry
+        return sum(
+            registry.get_sample_value(f"hookpipe_worker_{outcome}_total", {"queue": queue}) or 0.0
+            for outcome in ("retried", "dead_lettered")
+        )
 
 
 @pytest.fixture
@@ -79,12 +90,14 @@ async def pipeline(
 ) -> AsyncIterator[Pipeline]:
     """An ingress and a worker on every handled queue, sharing a fresh ledger."""
     dreamclass_fake.add_payment(16, 5, amount="300.00", status=1)
-    settings = dreamclass_fake.settings(make_settings(ledger_url=ledger_url))
+    # The ingress's replay guard off: a repeated webhook reaches the workers, whose
+    # deduplication is what these tests check.
+    settings = dreamclass_fake.settings(make_settings(ledger_url=ledger_url, replay_memory=0))
     ingress = await start_ingress(settings)
     async with open_handlers(settings) as handlers, Worker(settings, handlers) as worker:
         ledger = await Ledger.open(ledger_url)
         try:
-            yield Pipeline(ingress, worker, ledger)
+            yield Pipeline(ingress, worker, ledger, settings)
         finally:
             await ledger.close()
 
@@ -134,3 +147,34 @@ async def test_the_jodo_cancellation_seed_reverses_the_direct_payment(pipeline: 
     assert payment.status == "reversed"
     assert payment.amount == Decimal("5000.00")
     assert payment.events == ("9c7ae52e-dad6-4dff-948e-cdfc2926cf7b",)
+
+
+async def test_a_forged_dreamclass_deletion_does_not_stick(
+    pipeline: Pipeline, start_ingress: StartIngress, broker: Channel
+) -> None:
+    # An ingress with its replay guard on, as in production.
+    ingress = await start_ingress(dataclasses.replace(pipeline.settings, replay_memory=1000))
+    genuine = dreamclass_body()
+    # Whoever holds the genuine webhook re-types it as a deletion: DreamClass signs the id only.
+    document = orjson.loads(genuine)
+    document["type"] = "PAYMENT_DELETED"
+    document["timestamp"] = 9_999_999_999_999
+    del document["data"]["invoiceId"]
+    forged = orjson.dumps(document)
+
+    assert (await ingress.post("dreamclass", forged)).status == 200
+    await wait_until(
+        lambda: pipeline.failed("dreamclass.PAYMENT_DELETED") == 1, what="the forgery refused"
+    )
+    assert (await ingress.post("dreamclass", genuine)).status == 200
+
+    payment = await _payment(pipeline.ledger, "dreamclass", "5")
+    assert (payment.status, payment.amount, payment.version) == ("paid", Decimal("300.00"), None)
+    # The forgery could not be confirmed with the API: dead-lettered, never applied.
+    dlq = topology.dlq_name("dreamclass.PAYMENT_DELETED")
+    await wait_until(lambda: _depth(broker, dlq, 1), what="the forgery dead-lettered")
+    assert payment.events == ("214fb720-2248-44e0-9bfd-72171f9e72de:PAYMENT_CREATED",)
+
+
+async def _depth(broker: Channel, queue: str, expected: int) -> bool:
+    return await queue_depth(broker, queue) == expected

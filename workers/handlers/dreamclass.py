@@ -1,11 +1,19 @@
 """DreamClass PAYMENT_CREATED / PAYMENT_UPDATED / PAYMENT_DELETED.
 
-The webhook's signature covers only its `id`, so `data` is a pointer, not a fact: the handler
-fetches the invoice (GetInvoice) and the payment methods (GetPaymentMethods) from the DreamClass
-API and records the payment as the API describes it. A field the API leaves out falls back to the
-webhook's, and `details["from_webhook"]` lists which. The envelope's `timestamp` orders the
-events of one payment, so an older update never overwrites a newer one, and a deletion wins over
-any earlier creation or update whatever the arrival order.
+DreamClass signs only the webhook's `id`: its `type`, `timestamp`, `tenant` and `data` could be
+changed by anyone holding one genuine webhook. So they only ever ask a question and never answer
+it. The type routes the message (the queue is the type); the tenant, invoice and payment ids say
+where to look; what is recorded is what the DreamClass API shows when the event is handled:
+- a creation or update records the payment as GetInvoice lists it (with GetPaymentMethods' name
+  of its method), and nothing from the webhook; a payment the API does not list yet is retried,
+  unless the ledger has it deleted (an old event arriving late);
+- a deletion is recorded only once the API no longer lists the payment (or the invoice is gone);
+  one that names no invoice the ledger does not know either cannot be confirmed and is
+  dead-lettered.
+Once the ledger has a payment from the API, its recorded tenant and invoice are asked about, not
+the webhook's. The order is the ledger's own (each event records the API's view at that moment):
+the webhook's timestamp orders nothing. An event is its id and its type, so that a genuine id
+under a forged type cannot take the place of the genuine event.
 """
 
 from __future__ import annotations
@@ -27,7 +35,6 @@ from hookpipe.schemas.dreamclass import (
     STATUS_VALID,
     ApiPayment,
     Invoice,
-    PaymentEvent,
     PaymentMethod,
     payment_deleted_decoder,
     payment_event_decoder,
@@ -35,7 +42,6 @@ from hookpipe.schemas.dreamclass import (
 from hookpipe.workers.dreamclass_api import NOT_CONFIGURED, DreamClassApi, DreamClassNotFound
 from hookpipe.workers.errors import PermanentError, TransientError
 from hookpipe.workers.handlers.base import Delivery, Handler
-from hookpipe.workers.handlers.ordering import is_later
 from hookpipe.workers.ledger import Ledger, LedgerEvent, PaymentState
 from hookpipe.workers.ledger import Payment as LedgerPayment
 
@@ -47,10 +53,6 @@ STATUSES: Final[Mapping[int, str]] = {
     STATUS_PENDING: "pending",
     STATUS_REFUNDED: "refunded",
 }
-
-# Breaks ties between two events stamped with the same millisecond: a deletion ends the story,
-# and an update follows the creation.
-RANKS: Final[Mapping[str, int]] = {PAYMENT_CREATED: 0, PAYMENT_UPDATED: 1, PAYMENT_DELETED: 2}
 
 log = structlog.get_logger()
 
@@ -96,84 +98,75 @@ class DreamClassPayments:
     async def record(self, delivery: Delivery) -> None:
         """PAYMENT_CREATED / PAYMENT_UPDATED: record the payment as the DreamClass API shows it."""
         event = payment_event_decoder.decode(delivery.body)
-        if event.type not in (PAYMENT_CREATED, PAYMENT_UPDATED):
-            raise PermanentError(f"DreamClass event type {event.type!r} in a payment queue")
+        event_type = _queue_type(delivery, (PAYMENT_CREATED, PAYMENT_UPDATED))
         api = self.api
         data = event.data
-        invoice = await api.get_invoice(event.tenant, data.invoice_id)
+        payment_id = str(data.id)
+        known = await self._ledger.get(PROVIDER, payment_id)
+        tenant, invoice_id = _where(known, event.tenant, data.invoice_id)
+        if invoice_id is None:
+            raise PermanentError(f"DreamClass {event_type} of payment {data.id} names no invoice")
+        invoice = await api.get_invoice(tenant, invoice_id)
         listed = invoice.payment(data.id)
         state: PaymentState | None = None
         if listed is not None:
-            method_id = listed.payment_method_id or data.payment_method.id
-            methods = await api.get_payment_methods(event.tenant)
-            state = _recorded_state(event, invoice, listed, methods.get(method_id), method_id)
-        rank = RANKS[event.type]
+            method_id = listed.payment_method_id
+            methods = await api.get_payment_methods(tenant)
+            method = None if method_id is None else methods.get(method_id)
+            state = _recorded_state(event_type, tenant, invoice, listed, method, method_id)
 
         def decide(current: LedgerPayment | None) -> PaymentState | None:
-            if not is_later(event.timestamp, rank, current, _rank_of(current)):
-                return None  # the ledger holds a later state: this event only joins the list
-            if state is None:
-                # The API does not list the payment (yet): it may lag behind its own webhook.
-                raise TransientError(
-                    f"DreamClass invoice {invoice.id} does not list payment {data.id}"
-                )
-            return state
+            if state is not None:
+                return state  # what the API shows now is the payment's state
+            if current is not None and current.status == "deleted":
+                return None  # an old event of a payment since deleted: it joins the list
+            # The API does not list the payment (yet): it may lag behind its own webhook.
+            raise TransientError(f"DreamClass invoice {invoice.id} does not list payment {data.id}")
 
-        await self._apply(delivery, event.type, str(data.id), decide)
+        await self._apply(delivery, event_type, payment_id, decide)
 
     async def delete(self, delivery: Delivery) -> None:
         """PAYMENT_DELETED: mark the payment deleted, once the API no longer lists it."""
         event = payment_deleted_decoder.decode(delivery.body)
-        if event.type != PAYMENT_DELETED:
-            raise PermanentError(f"DreamClass event type {event.type!r} in the deletion queue")
+        event_type = _queue_type(delivery, (PAYMENT_DELETED,))
         api = self.api
         payment_id = str(event.data.id)
-        invoice_id = event.data.invoice_id
-        if invoice_id is None:  # a deletion may say less: the ledger may know the invoice
-            known = await self._ledger.get(PROVIDER, payment_id)
-            recorded_invoice = None if known is None else known.details.get("invoice_id")
-            invoice_id = recorded_invoice if isinstance(recorded_invoice, int) else None
-        confirmed = False
-        if invoice_id is not None:
-            try:
-                invoice = await api.get_invoice(event.tenant, invoice_id)
-            except DreamClassNotFound:
-                confirmed = True  # the whole invoice is gone, and its payments with it
-            else:
-                if invoice.payment(event.data.id) is not None:
-                    raise TransientError(
-                        f"DreamClass invoice {invoice_id} still lists payment {payment_id}"
-                    )
-                confirmed = True
-        rank = RANKS[PAYMENT_DELETED]
+        known = await self._ledger.get(PROVIDER, payment_id)
+        tenant, invoice_id = _where(known, event.tenant, event.data.invoice_id)
+        if invoice_id is None:
+            # Nothing to ask the API about: a deletion that cannot be confirmed is not recorded.
+            raise PermanentError(
+                f"DreamClass deletion of payment {payment_id} names no invoice and the ledger "
+                "knows none: it cannot be confirmed with the API"
+            )
+        try:
+            invoice = await api.get_invoice(tenant, invoice_id)
+        except DreamClassNotFound:
+            pass  # the whole invoice is gone, and its payments with it
+        else:
+            if invoice.payment(event.data.id) is not None:
+                raise TransientError(
+                    f"DreamClass invoice {invoice_id} still lists payment {payment_id}"
+                )
 
         def decide(current: LedgerPayment | None) -> PaymentState | None:
-            if not is_later(event.timestamp, rank, current, _rank_of(current)):
+            if current is not None and current.status == "deleted":
                 return None
+            # Only an invoice the API listed the payment in is recorded (by a creation or an
+            # update): the webhook's is what was asked about, not a fact about the payment.
             details: dict[str, Any] = (
-                dict(current.details) if current is not None else {"tenant": event.tenant}
+                dict(current.details) if current is not None else {"tenant": tenant}
             )
-            details.update(
-                event_type=PAYMENT_DELETED,
-                deleted_at=event.sent_at.isoformat(),
-                # False when no invoice id was known to ask the API about.
-                deletion_confirmed=confirmed,
-            )
-            if invoice_id is not None:
-                details["invoice_id"] = invoice_id
-            amount = None if current is None else current.amount
-            if current is None and event.data.amount is not None:
-                amount = event.data.amount
-                details["from_webhook"] = ["amount"]
+            details["event_type"] = PAYMENT_DELETED
             return PaymentState(
                 status="deleted",
-                amount=amount,
+                amount=None if current is None else current.amount,
                 currency=None if current is None else current.currency,
                 details=details,
-                version=event.timestamp,
+                version=None,
             )
 
-        await self._apply(delivery, PAYMENT_DELETED, payment_id, decide)
+        await self._apply(delivery, event_type, payment_id, decide)
 
     async def _apply(
         self,
@@ -185,7 +178,9 @@ class DreamClassPayments:
         applied = await self._ledger.apply(
             LedgerEvent(
                 provider=PROVIDER,
-                event_id=delivery.event_id,
+                # Only the id is signed: a copy of a genuine webhook with another type must not
+                # stand in for the genuine one, so an event is its id and its type.
+                event_id=f"{delivery.event_id}:{event_type}",
                 event_type=event_type,
                 payment_id=payment_id,
                 received_at_ms=delivery.received_at_ms,
@@ -195,63 +190,66 @@ class DreamClassPayments:
         log.debug("dreamclass payment applied", payment_id=payment_id, applied=applied)
 
 
-def _rank_of(current: LedgerPayment | None) -> int:
-    event_type = None if current is None else current.details.get("event_type")
-    return RANKS.get(event_type, -1) if isinstance(event_type, str) else -1
+def _queue_type(delivery: Delivery, expected: tuple[str, ...]) -> str:
+    """The event type of the queue the message came from (what routed it)."""
+    event_type = delivery.queue.removeprefix(f"{PROVIDER}.")
+    if event_type not in expected:
+        raise PermanentError(f"DreamClass queue {delivery.queue!r} is not one of this handler's")
+    return event_type
+
+
+def _where(
+    known: LedgerPayment | None, tenant: str, invoice_id: int | None
+) -> tuple[str, int | None]:
+    """The tenant and invoice to ask the API about: those the ledger recorded when the API
+    listed this payment, else the webhook's (unsigned, so only ever a question, never an
+    answer)."""
+    if known is not None:
+        recorded_tenant = known.details.get("tenant")
+        recorded_invoice = known.details.get("invoice_id")
+        if isinstance(recorded_tenant, str) and isinstance(recorded_invoice, int):
+            return recorded_tenant, recorded_invoice
+    return tenant, invoice_id
 
 
 def _recorded_state(
-    event: PaymentEvent,
+    event_type: str,
+    tenant: str,
     invoice: Invoice,
     listed: ApiPayment,
     method: PaymentMethod | None,
-    method_id: int,
+    method_id: int | None,
 ) -> PaymentState:
-    """The payment as the API lists it; the webhook fills only what the API leaves out."""
-    data = event.data
-    from_webhook: list[str] = []
-    amount = listed.amount
-    if amount is None:
-        amount = data.amount
-        from_webhook.append("amount")
-    status_code = listed.status
-    if status_code is None and data.status is not None:
-        status_code = data.status
-        from_webhook.append("status")
-    if status_code is None:
+    """The payment as the API lists it, and nothing from the webhook."""
+    if listed.status is None:
         raise PermanentError(
-            f"DreamClass gives no status for payment {data.id} of invoice {invoice.id}"
+            f"DreamClass gives no status for payment {listed.id} of invoice {invoice.id}"
         )
-    status = STATUSES.get(status_code)
+    status = STATUSES.get(listed.status)
     if status is None:
-        raise PermanentError(f"DreamClass payment status {status_code} is not a known one")
-    created_at = listed.created_at
-    if created_at is None:
-        created_at = data.created_at
-        from_webhook.append("created_at")
-    if method is None:
-        from_webhook.append("payment_method")
+        raise PermanentError(f"DreamClass payment status {listed.status} is not a known one")
     details: dict[str, Any] = {
-        "event_type": event.type,
-        "tenant": event.tenant,
+        "event_type": event_type,
+        "tenant": tenant,
         "invoice_id": invoice.id,
-        "status_code": status_code,
-        "created_at": created_at.isoformat(),
+        "status_code": listed.status,
         "payment_method": {
             "id": method_id,
             "name": None if method is None else method.label,
-            "log_only": data.payment_method.log_only if method is None else method.log_only,
+            "log_only": None if method is None else method.log_only,
         },
     }
+    if listed.created_at is not None:
+        details["created_at"] = listed.created_at.isoformat()
     if invoice.invoice_number:
         details["invoice_number"] = invoice.invoice_number
-    if from_webhook:
-        details["from_webhook"] = from_webhook
     # The notes are free text typed by school staff and may name people: never stored.
     return PaymentState(
         status=status,
-        amount=amount,
+        amount=listed.amount,
         currency=listed.currency or invoice.currency,
         details=details,
-        version=event.timestamp,
+        # The API gives no time of a payment's last change: the ledger's own order of applying
+        # (each event records what the API shows at that moment) is the order.
+        version=None,
     )
