@@ -9,8 +9,11 @@ from typing import Any
 import orjson
 import structlog
 
-# Keys whose values must never reach a log line, whatever code binds them.
-_REDACTED_KEYS = frozenset(
+from hookpipe import personal
+
+# Keys that carry a secret, or a whole webhook and with it personal data: never logged. Keys that
+# name personal data are the other half (hookpipe.personal).
+_NEVER_LOGGED = frozenset(
     {
         "secret",
         "signature",
@@ -18,10 +21,6 @@ _REDACTED_KEYS = frozenset(
         "authorization",
         "api_key",
         "token",
-        "name",
-        "email",
-        "phone",
-        "card",
         "body",
         "payload",
         "headers",
@@ -50,7 +49,7 @@ class _StderrBytes:
 
 def _redact(_: Any, __: str, event_dict: structlog.types.EventDict) -> structlog.types.EventDict:
     """A last guard: a key that names personal data or a secret is masked, whoever bound it."""
-    for key in event_dict.keys() & _REDACTED_KEYS:
+    for key in [k for k in event_dict if k in _NEVER_LOGGED or personal.is_personal_key(k)]:
         event_dict[key] = "[redacted]"
     return event_dict
 

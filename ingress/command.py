@@ -45,7 +45,8 @@ async def serve(settings: Settings, host: str, port: int) -> None:
         known = providers.providers().values()
         log.info(
             "ingress listening",
-            address=", ".join(_address(a) for a in runner.addresses),
+            # Not "address": log keys that name personal data (a postal address) are redacted.
+            listening_on=", ".join(_address(a) for a in runner.addresses),
             providers=[p.name for p in known if p.configured(settings)],
             not_configured=[p.name for p in known if not p.configured(settings)],
         )

@@ -20,7 +20,7 @@ import orjson
 import pytest
 
 from hookpipe import constants as c
-from hookpipe import topology
+from hookpipe import personal, topology
 from hookpipe.providers import handled_queues
 from hookpipe.settings import Settings
 from hookpipe.workers import dlq_ops
@@ -133,7 +133,7 @@ async def test_show_reads_the_reasons_and_removes_nothing(
     assert first.last_failure - first.first_failure == timedelta(minutes=1)
     assert letters[1].event_type == "payment.success"
     # Masked unless revealed.
-    assert dlq_ops.shown_body(first.body)["customer_email"] == dlq_ops.MASK
+    assert dlq_ops.shown_body(first.body)["customer_email"] == personal.MASK
     assert "ada@example.com" in dlq_ops.shown_body(first.body, reveal=True)
     assert await message_ids(six, DLQ) == ids(0, 1, 2, 3, 4, 5)
 

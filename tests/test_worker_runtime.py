@@ -20,7 +20,8 @@ from hookpipe import topology
 from hookpipe.settings import Settings
 from hookpipe.workers.errors import PermanentError, TransientError
 from hookpipe.workers.handlers.base import Delivery
-from hookpipe.workers.runtime import MalformedMessage, Worker, identity_of
+from hookpipe.workers.messages import MalformedMessage, identity_of
+from hookpipe.workers.runtime import Worker
 from tests.conftest import get_message, queue_depth
 from tests.worker_support import header, publish_event, wait_until
 

@@ -50,14 +50,21 @@ import orjson
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
 from hookpipe import constants as c
-from hookpipe import topology
+from hookpipe import personal, topology
 from hookpipe.broker import connection_name
 from hookpipe.errors import BrokerUnavailable
 from hookpipe.providers import handled_queues
 from hookpipe.settings import Settings
 from hookpipe.workers.errors import WorkerError
-from hookpipe.workers.outcome import _EMAIL, MAX_ERROR_CHARS
-from hookpipe.workers.runtime import MalformedMessage, _copy, _int_header, identity_of, now_ms
+from hookpipe.workers.messages import (
+    MalformedMessage,
+    copy_for_republish,
+    identity_of,
+    int_header,
+    now_ms,
+    text_header,
+)
+from hookpipe.workers.outcome import MAX_ERROR_CHARS
 
 # Requeues sent as one basic.nack: the broker returns up to 32 in order (more come back
 # shuffled), and keeps order across commands only while fewer than 32 are in flight.
@@ -176,26 +183,26 @@ def read_dead_letter(message: AbstractIncomingMessage, queue: str) -> DeadLetter
     except MalformedMessage:
         provider = event_id = None
     death = _broker_death(headers)
-    error = _text(headers.get(c.HEADER_ERROR))
-    error_type = _text(headers.get(c.HEADER_ERROR_TYPE))
+    error = text_header(headers, c.HEADER_ERROR)
+    error_type = text_header(headers, c.HEADER_ERROR_TYPE)
     first_failure = _ms_time(headers, c.HEADER_FIRST_FAILURE)
     last_failure = _ms_time(headers, c.HEADER_LAST_FAILURE)
-    attempts = _int_header(headers, c.HEADER_ATTEMPT)
+    attempts = int_header(headers, c.HEADER_ATTEMPT)
     dead_lettered_by: str | None = None
     if error is not None or error_type is not None or last_failure is not None:
         dead_lettered_by = "worker"
     elif death is not None:
         dead_lettered_by = "broker"
-        reason = _text(death.get("reason")) or "unknown"
+        reason = text_header(death, "reason") or "unknown"
         error_type = f"broker: {reason}"
         error = _DEATH_REASONS.get(reason, f"dead-lettered by the broker ({reason})")
         death_time = _datetime(death.get("time"))
         first_failure = last_failure = death_time
         # The ingress's attempt header never moved: the handler never finished a delivery.
         attempts = None
-    origin = _text(headers.get(c.HEADER_QUEUE))
+    origin = text_header(headers, c.HEADER_QUEUE)
     if origin not in handled_queues() and death is not None:
-        origin = _text(death.get("queue"))
+        origin = text_header(death, "queue")
     return DeadLetter(
         dlq=topology.dlq_name(queue),
         queue=origin if origin in handled_queues() else queue,
@@ -209,12 +216,12 @@ def read_dead_letter(message: AbstractIncomingMessage, queue: str) -> DeadLetter
         attempts=attempts,
         first_failure=first_failure,
         last_failure=last_failure,
-        worker=_text(headers.get(c.HEADER_WORKER)),
-        replay_count=max(_int_header(headers, c.HEADER_REPLAY_COUNT) or 0, 0),
+        worker=text_header(headers, c.HEADER_WORKER),
+        replay_count=max(int_header(headers, c.HEADER_REPLAY_COUNT) or 0, 0),
         replayed_at=_ms_time(headers, c.HEADER_REPLAYED_AT),
-        replayed_error=_text(headers.get(HEADER_REPLAYED_ERROR)),
+        replayed_error=text_header(headers, HEADER_REPLAYED_ERROR),
         received_at=_ms_time(headers, c.HEADER_RECEIVED_AT),
-        request_id=_text(headers.get(c.HEADER_REQUEST_ID)),
+        request_id=text_header(headers, c.HEADER_REQUEST_ID),
         timestamp=_aware(message.timestamp),
         headers=headers,
         body=message.body,
@@ -233,7 +240,7 @@ def _broker_death(headers: Mapping[str, Any]) -> Mapping[str, Any] | None:
     entries = [d for d in deaths if isinstance(d, Mapping)]
     # The broker puts the latest death first.
     for entry in entries:
-        if _text(entry.get("queue")) in handled_queues():
+        if text_header(entry, "queue") in handled_queues():
             return entry
     return None
 
@@ -254,14 +261,8 @@ def replay_headers(letter: DeadLetter, now: int) -> dict[str, Any]:
     return headers
 
 
-def _text(value: Any) -> str | None:
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    return value if isinstance(value, str) and value else None
-
-
 def _ms_time(headers: Mapping[str, Any], name: str) -> datetime | None:
-    ms = _int_header(headers, name)
+    ms = int_header(headers, name)
     if ms is None or ms <= 0:
         return None
     try:
@@ -285,68 +286,7 @@ def _aware(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC)
 
 
-# --- Personal data in bodies -----------------------------------------------------------------
-
-# A key is personal data when its name, lowercased without separators, contains one of these...
-_PERSONAL_KEY_PARTS: Final = (
-    "name",
-    "email",
-    "phone",
-    "mobile",
-    "contact",
-    "address",
-    "last4",
-    "fingerprint",
-    "cardnumber",
-    "cvv",
-    "cvc",
-    "iban",
-    "accountnumber",
-    "birth",
-    # Free text typed by people (DreamClass's publicNotes / privateNotes, Jodo's notes) may name
-    # someone: masked like the rest.
-    "notes",
-)
-# ...or is one of these (too short, or too common inside other names, to match as a part).
-_PERSONAL_KEYS: Final = frozenset(
-    {
-        "pan",
-        "bin",
-        "binnumber",
-        "number",
-        "expiry",
-        "expmonth",
-        "expyear",
-        "expirationmonth",
-        "expirationyear",
-        "dob",
-        "ip",
-    }
-)
-MASK: Final = "***"
-
-
-def is_personal_key(key: str) -> bool:
-    """Whether a JSON key names personal data (names, e-mails, phones, addresses, card data)."""
-    normal = re.sub(r"[^a-z0-9]", "", key.lower())
-    return normal in _PERSONAL_KEYS or any(part in normal for part in _PERSONAL_KEY_PARTS)
-
-
-def mask_personal_data(value: Any) -> Any:
-    """A copy of decoded JSON with personal data masked: values of personal keys, at any depth,
-    and e-mail addresses anywhere in text. Empty values stay as they are: they reveal nothing."""
-    if isinstance(value, dict):
-        return {
-            key: MASK
-            if is_personal_key(key) and value[key] not in (None, "", [], {})
-            else mask_personal_data(value[key])
-            for key in value
-        }
-    if isinstance(value, list):
-        return [mask_personal_data(item) for item in value]
-    if isinstance(value, str):
-        return _EMAIL.sub(MASK, value)
-    return value
+# --- Showing a dead letter -------------------------------------------------------------------
 
 
 def shown_body(body: bytes, *, reveal: bool = False) -> Any:
@@ -360,7 +300,7 @@ def shown_body(body: bytes, *, reveal: bool = False) -> Any:
         decoded = orjson.loads(body)
     except orjson.JSONDecodeError:
         return f"<{len(body)} bytes, not JSON: withheld, --reveal shows them>"
-    return mask_personal_data(decoded)
+    return personal.mask(decoded)
 
 
 def jsonable(value: Any) -> Any:
@@ -749,7 +689,7 @@ async def replay(
                     break
             try:
                 await exchange.publish(
-                    _copy(message, replay_headers(letter, now_ms())),
+                    copy_for_republish(message, replay_headers(letter, now_ms())),
                     routing_key=letter.queue,
                     mandatory=True,
                     timeout=settings.publish_timeout,

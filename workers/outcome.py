@@ -7,11 +7,11 @@ out) or fails for good (dead-letter at once). Handlers only raise; they never ch
 from __future__ import annotations
 
 import enum
-import re
 from dataclasses import dataclass
 
 import msgspec
 
+from hookpipe import personal
 from hookpipe.errors import SettingsError
 from hookpipe.settings import RetryPolicy
 from hookpipe.workers.errors import PermanentError, TransientError
@@ -80,21 +80,11 @@ def retry_delay_ms(policy: RetryPolicy, retry: int, retry_after: float | None = 
     return next((d for d in scheduled if d >= wanted), scheduled[-1])
 
 
-# Personal data that could slip into an error's text: quoted values (msgspec quotes the value
-# it rejects, e.g. "Invalid enum value 'Ron Rivest'"), e-mail addresses, and long digit runs
-# (phone and card numbers, with or without separators).
-_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
-_EMAIL = re.compile(r"[\w.+%-]+@[\w-]+(?:\.[\w-]+)*")
-_DIGITS = re.compile(r"\+?\d(?:[ \-]?\d){9,}")
-
-
 def error_text(exc: BaseException) -> str:
     """The exception's message, with anything that looks like personal data masked, truncated."""
     text = str(exc) or type(exc).__name__
-    if isinstance(exc, msgspec.DecodeError):
-        text = _QUOTED.sub("'…'", text)
-    text = _EMAIL.sub("[email]", text)
-    text = _DIGITS.sub("[number]", text)
+    # msgspec quotes the value it rejects: a name, an e-mail, whatever the field held.
+    text = personal.mask_text(text, quoted=isinstance(exc, msgspec.DecodeError))
     return _truncate(" ".join(text.split()))
 
 

@@ -19,7 +19,6 @@ from datetime import timedelta
 from functools import partial
 from typing import Any
 
-import aio_pika
 import structlog
 from aio_pika.abc import (
     AbstractExchange,
@@ -34,20 +33,18 @@ from hookpipe import constants as c
 from hookpipe import topology
 from hookpipe.broker import connect, connection_name
 from hookpipe.settings import Settings
-from hookpipe.workers.errors import PermanentError
 from hookpipe.workers.handlers.base import Delivery, Handler
+from hookpipe.workers.messages import (
+    MalformedMessage,
+    copy_for_republish,
+    identity_of,
+    int_header,
+    now_ms,
+)
 from hookpipe.workers.metrics import WorkerMetrics
 from hookpipe.workers.outcome import Action, Outcome, outcome_of
 
 log = structlog.get_logger()
-
-
-class MalformedMessage(PermanentError):
-    """The message lacks what the ingress always sets (message_id, type): it cannot be handled."""
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def delivery_from(message: AbstractIncomingMessage, queue: str) -> Delivery:
@@ -68,52 +65,15 @@ def delivery_from(message: AbstractIncomingMessage, queue: str) -> Delivery:
         event_id=event_id,
         event_type=event_type,
         body=message.body,
-        received_at_ms=_int_header(headers, c.HEADER_RECEIVED_AT),
+        received_at_ms=int_header(headers, c.HEADER_RECEIVED_AT),
         attempt=attempt_of(message),
     )
 
 
 def attempt_of(message: AbstractIncomingMessage) -> int:
     """This delivery's attempt number: deliveries so far to a handler (a header), plus this one."""
-    done = _int_header(message.headers or {}, c.HEADER_ATTEMPT)
+    done = int_header(message.headers or {}, c.HEADER_ATTEMPT)
     return max(done or 0, 0) + 1
-
-
-def identity_of(message_id: str | None, headers: Mapping[str, Any]) -> tuple[str, str]:
-    """(provider, event id), from message_id "provider:event_id" or else the identity headers."""
-    if message_id:
-        provider, sep, event_id = message_id.partition(":")
-        if sep and provider and event_id:
-            return provider, event_id
-    header_provider = _text(headers.get(c.HEADER_PROVIDER))
-    header_event_id = _text(headers.get(c.HEADER_EVENT_ID))
-    if header_provider and header_event_id:
-        return header_provider, header_event_id
-    if message_id:
-        raise MalformedMessage("message_id is not provider:event_id, and no identity headers")
-    raise MalformedMessage("the message has no message_id and no identity headers")
-
-
-def _text(value: Any) -> str | None:
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    return value if isinstance(value, str) and value else None
-
-
-def _int_header(headers: Mapping[str, Any], name: str) -> int | None:
-    value = headers.get(name)
-    if isinstance(value, bytes):
-        value = value.decode("ascii", "replace")
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str):
-        try:
-            return int(value)
-        except ValueError:
-            return None
-    return None
 
 
 def _where(exc: BaseException) -> str:
@@ -343,7 +303,7 @@ class Worker:
         headers: dict[str, Any] = dict(message.headers or {})
         headers.pop(topology.RETRY_DELAY_HEADER, None)
         headers[c.HEADER_ATTEMPT] = attempt
-        if _int_header(headers, c.HEADER_FIRST_FAILURE) is None:
+        if int_header(headers, c.HEADER_FIRST_FAILURE) is None:
             headers[c.HEADER_FIRST_FAILURE] = now
         headers[c.HEADER_LAST_FAILURE] = now
         headers[c.HEADER_QUEUE] = queue
@@ -366,7 +326,7 @@ class Worker:
         # Routed by the origin queue's name: when the delay expires, the requeue exchange
         # takes the message back to that queue, and to no other.
         await self._retry_exchange.publish(
-            _copy(message, headers, timedelta(milliseconds=max(expiration_ms, 0))),
+            copy_for_republish(message, headers, timedelta(milliseconds=max(expiration_ms, 0))),
             routing_key=queue,
             mandatory=True,
             timeout=self.settings.publish_timeout,
@@ -377,7 +337,7 @@ class Worker:
     ) -> None:
         assert self._dead_letter_exchange is not None
         await self._dead_letter_exchange.publish(
-            _copy(message, headers),
+            copy_for_republish(message, headers),
             routing_key=topology.dlq_name(queue),
             mandatory=True,
             timeout=self.settings.publish_timeout,
@@ -397,27 +357,3 @@ class Worker:
         except Exception as exc:
             # The channel is gone: the broker requeues what it had not seen acked anyway.
             log.warning("nack failed; the broker will redeliver", error_type=type(exc).__name__)
-
-
-def _copy(
-    message: AbstractIncomingMessage,
-    headers: dict[str, Any],
-    expiration: timedelta | None = None,
-) -> aio_pika.Message:
-    """The same body and properties with new headers. user_id is left out: the broker checks it
-    against the publishing user, who may not be the one that first published it."""
-    return aio_pika.Message(
-        message.body,
-        headers=headers,
-        content_type=message.content_type,
-        content_encoding=message.content_encoding,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        priority=message.priority,
-        correlation_id=message.correlation_id,
-        reply_to=message.reply_to,
-        expiration=expiration,
-        message_id=message.message_id,
-        timestamp=message.timestamp,
-        type=message.type,
-        app_id=message.app_id,
-    )
