@@ -19,6 +19,7 @@ from pathlib import Path
 
 import structlog
 
+from hookpipe import cli_args
 from hookpipe.settings import Settings
 
 log = structlog.get_logger()
@@ -42,7 +43,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--workers",
-        type=_positive_int,
+        type=cli_args.positive_int,
         default=1,
         metavar="N",
         help="worker processes, each consuming every handled queue (default: 1)",
@@ -224,10 +225,3 @@ def _hookpipe_command() -> str:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(supervise(settings, args.host, args.port, args.workers))
-
-
-def _positive_int(value: str) -> int:
-    number = int(value)
-    if number <= 0:
-        raise argparse.ArgumentTypeError("expected a whole number above 0")
-    return number

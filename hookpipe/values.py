@@ -5,7 +5,9 @@ raises ValueError whose message says what was expected (the caller names the var
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Callable
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -114,6 +116,28 @@ def fraction(value: str) -> float:
     parsed = number(value)
     if not 0 <= parsed < 1:
         raise ValueError("expected a fraction from 0 up to 1")
+    return parsed
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def duration(value: str) -> timedelta:
+    """90s, 15m, 2h, 1d, 1h30m (units s, m, h, d and w, combined at will) or plain seconds."""
+    cleaned = value.strip().lower()
+    if re.fullmatch(r"\d+(?:\.\d+)?", cleaned):
+        return timedelta(seconds=float(cleaned))
+    if not cleaned or _DURATION_PART.sub("", cleaned).strip():
+        raise ValueError("expected a duration like 90s, 15m, 2h, 1d or 1h30m")
+    seconds = sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(cleaned))
+    return timedelta(seconds=seconds)
+
+
+def positive_duration(value: str) -> timedelta:
+    parsed = duration(value)
+    if parsed <= timedelta(0):
+        raise ValueError("expected a duration above 0")
     return parsed
 
 

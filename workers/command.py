@@ -12,7 +12,7 @@ from typing import Any
 
 import structlog
 
-from hookpipe import providers
+from hookpipe import cli_args, providers
 from hookpipe.settings import Settings
 
 log = structlog.get_logger()
@@ -41,7 +41,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--concurrency",
-        type=_positive_int,
+        type=cli_args.positive_int,
         default=None,
         metavar="N",
         help="handlers running at once (default: HOOKPIPE_WORKER_CONCURRENCY)",
@@ -141,10 +141,3 @@ def _failed(what: str, exc: BaseException) -> int:
     # error_text: the same masking as dead letters get, for errors that may quote a URL or a value.
     log.error(what, error_type=type(exc).__name__, error=error_text(exc))
     return EXIT_FAILED
-
-
-def _positive_int(value: str) -> int:
-    number = int(value)
-    if number <= 0:
-        raise argparse.ArgumentTypeError("expected a whole number above 0")
-    return number

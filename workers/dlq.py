@@ -13,12 +13,13 @@ import asyncio
 import contextlib
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 
+from hookpipe import cli_args
 from hookpipe import constants as c
 from hookpipe.providers import handled_queues
 from hookpipe.settings import Settings
@@ -48,7 +49,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     show.add_argument("--queue", metavar="Q", required=True, help=queue_help)
     show.add_argument(
         "--limit",
-        type=_positive_int,
+        type=cli_args.positive_int,
         default=20,
         metavar="N",
         help="show the first N messages (default 20)",
@@ -71,9 +72,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="only those that failed since: a duration back (2h, 30m, 1d) or an "
         "ISO 8601 time (UTC unless it has an offset)",
     )
-    replay.add_argument("--limit", type=_positive_int, metavar="N", help="move at most N")
+    replay.add_argument("--limit", type=cli_args.positive_int, metavar="N", help="move at most N")
     replay.add_argument(
-        "--rate", type=_positive_float, metavar="N", help="at most N messages per second"
+        "--rate", type=cli_args.positive_float, metavar="N", help="at most N messages per second"
     )
     replay.add_argument("--dry-run", action="store_true", help="say what would move; move nothing")
     replay.add_argument(
@@ -84,7 +85,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     purge.add_argument("--queue", metavar="Q", required=True, help=queue_help)
     purge.add_argument(
         "--older-than",
-        type=_duration,
+        type=cli_args.positive_duration,
         metavar="DURATION",
         help="only those that failed longer ago than this (2h, 7d, 1h30m)",
     )
@@ -477,33 +478,3 @@ def _print_json(value: dict[str, Any]) -> None:
 def _fail(message: str, code: int) -> int:
     print(f"hookpipe dlq: {message}", file=sys.stderr)
     return code
-
-
-def _number(parse: Callable[[str], float], text: str, what: str) -> float:
-    try:
-        value = parse(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    return int(_number(int, text, "a whole number above 0"))
-
-
-def _positive_float(text: str) -> float:
-    return _number(float, text, "a number above 0")
-
-
-def _duration(text: str) -> timedelta:
-    from hookpipe.workers.dlq_ops import parse_duration
-
-    try:
-        duration = parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    if duration <= timedelta(0):
-        raise argparse.ArgumentTypeError(f"expected a duration above 0, got {text!r}")
-    return duration

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -50,7 +49,7 @@ import orjson
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
 from hookpipe import constants as c
-from hookpipe import personal, topology
+from hookpipe import personal, topology, values
 from hookpipe.broker import connection_name
 from hookpipe.errors import BrokerUnavailable
 from hookpipe.providers import handled_queues
@@ -324,27 +323,13 @@ def iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-# --- Durations and times on the command line -------------------------------------------------
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
-_UNIT_SECONDS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(text: str) -> timedelta:
-    """ "90s", "15m", "2h", "1d", "1h30m", or plain seconds; ValueError otherwise."""
-    cleaned = text.strip().lower()
-    if re.fullmatch(r"\d+(?:\.\d+)?", cleaned):
-        return timedelta(seconds=float(cleaned))
-    if not cleaned or _DURATION_PART.sub("", cleaned).strip():
-        raise ValueError(f"{text!r} is not a duration like 90s, 15m, 2h, 1d or 1h30m")
-    seconds = sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(cleaned))
-    return timedelta(seconds=seconds)
+# --- Times on the command line ---------------------------------------------------------------
 
 
 def parse_since(text: str, now: datetime) -> datetime:
     """A duration back from `now` ("2h") or an ISO 8601 time (UTC unless it has an offset)."""
     try:
-        return now - parse_duration(text)
+        return now - values.duration(text)
     except ValueError:
         pass
     try:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from hookpipe import providers
+from hookpipe import cli_args, providers
 from hookpipe.settings import Settings
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--provider", choices=providers.names(), help="only this provider's payments"
     )
     listing.add_argument("--status", choices=STATUSES, help="only payments in this status")
-    listing.add_argument("--limit", type=_positive_int, help="at most this many payments")
+    listing.add_argument("--limit", type=cli_args.positive_int, help="at most this many payments")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
     show = commands.add_parser("show", help="one payment, with its details and events")
     show.add_argument("provider", help="e.g. jodo")
@@ -148,13 +148,3 @@ def _table(payments: list[Payment]) -> str:
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in rows
     )
-
-
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected a whole number") from None
-    if number <= 0:
-        raise argparse.ArgumentTypeError("expected a whole number above 0")
-    return number
