@@ -24,7 +24,8 @@ from hookpipe import personal, topology
 from hookpipe.providers import handled_queues
 from hookpipe.settings import Settings
 from hookpipe.workers import dlq_ops
-from hookpipe.workers.dlq_ops import ReplayFilter
+from hookpipe.workers.dlq_letter import shown_body
+from hookpipe.workers.dlq_select import ReplayFilter
 from hookpipe.workers.handlers import open_handlers
 from hookpipe.workers.ledger import Ledger
 from hookpipe.workers.runtime import Worker
@@ -133,8 +134,8 @@ async def test_show_reads_the_reasons_and_removes_nothing(
     assert first.last_failure - first.first_failure == timedelta(minutes=1)
     assert letters[1].event_type == "payment.success"
     # Masked unless revealed.
-    assert dlq_ops.shown_body(first.body)["customer_email"] == personal.MASK
-    assert "ada@example.com" in dlq_ops.shown_body(first.body, reveal=True)
+    assert shown_body(first.body)["customer_email"] == personal.MASK
+    assert "ada@example.com" in shown_body(first.body, reveal=True)
     assert await message_ids(six, DLQ) == ids(0, 1, 2, 3, 4, 5)
 
 

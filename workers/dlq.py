@@ -25,7 +25,8 @@ from hookpipe.providers import handled_queues
 from hookpipe.settings import Settings
 
 if TYPE_CHECKING:
-    from hookpipe.workers.dlq_ops import DeadLetter, DlqSummary, ReplayReport, ReplayStep
+    from hookpipe.workers.dlq_letter import DeadLetter
+    from hookpipe.workers.dlq_ops import DlqSummary, ReplayReport, ReplayStep
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -94,7 +95,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Run the subcommand; the exit code."""
-    from hookpipe.workers.dlq_ops import UnknownQueue, resolve_queue
+    from hookpipe.workers.dlq_select import resolve_queue
+    from hookpipe.workers.errors import UnknownQueue
 
     try:
         queue = resolve_queue(args.queue) if args.queue else None
@@ -102,7 +104,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return _fail(str(exc), EXIT_USAGE)
     since = None
     if args.action == "replay" and args.since:
-        from hookpipe.workers.dlq_ops import parse_since
+        from hookpipe.workers.dlq_select import parse_since
 
         try:
             since = parse_since(args.since, datetime.now(UTC))
@@ -186,7 +188,7 @@ async def _list(settings: Settings, queue: str | None, as_json: bool, stop: asyn
 
 
 def _summary_json(summary: DlqSummary, now: datetime) -> dict[str, Any]:
-    from hookpipe.workers.dlq_ops import iso
+    from hookpipe.workers.dlq_letter import iso
 
     oldest = summary.oldest_failed_at
     return {
@@ -230,7 +232,7 @@ async def _show(
 
 def letter_json(letter: DeadLetter, position: int, *, reveal: bool = False) -> dict[str, Any]:
     """A dead letter as `show --json` prints it."""
-    from hookpipe.workers.dlq_ops import iso, jsonable, shown_body
+    from hookpipe.workers.dlq_letter import iso, jsonable, shown_body
 
     return {
         "position": position,
@@ -260,7 +262,7 @@ def letter_json(letter: DeadLetter, position: int, *, reveal: bool = False) -> d
 
 
 def _letter_block(letter: DeadLetter, position: int, now: datetime, *, reveal: bool) -> str:
-    from hookpipe.workers.dlq_ops import shown_body
+    from hookpipe.workers.dlq_letter import shown_body
 
     def when(moment: datetime | None) -> str:
         if moment is None:
@@ -303,7 +305,8 @@ async def _replay(
     since: datetime | None,
     stop: asyncio.Event,
 ) -> int:
-    from hookpipe.workers.dlq_ops import ReplayFilter, replay
+    from hookpipe.workers.dlq_ops import replay
+    from hookpipe.workers.dlq_select import ReplayFilter
 
     progress = _Progress(sys.stderr) if sys.stderr.isatty() and not args.json else None
 

@@ -1,4 +1,5 @@
-"""The workers' errors; the class of an error decides what happens to its message."""
+"""The workers' errors: the class of a handler's error decides what happens to its message; the
+dead-letter commands' errors say why an operation cannot be done."""
 
 from hookpipe.errors import HookpipeError
 
@@ -19,3 +20,15 @@ class TransientError(WorkerError):
 class PermanentError(WorkerError):
     """Retrying cannot help (a broken body, a validation error, a 4xx, a missing setting):
     dead-letter at once."""
+
+
+class DlqError(WorkerError):
+    """A dead-letter operation cannot be done; the message says why, in one line."""
+
+
+class UnknownQueue(DlqError):
+    """`--queue` names no handled queue (nor the DLQ of one)."""
+
+
+class DlqBusy(DlqError):
+    """Another dead-letter operation is working on the same DLQ."""
