@@ -21,7 +21,6 @@ from pathlib import Path
 
 from bench import wrk
 from bench.context import Bench
-from bench.phases import ingress_written
 
 SAMPLE_RATE = 250  # per second: enough samples in 10 s for 1 % buckets to mean something
 SECONDS = 10
@@ -199,8 +198,7 @@ async def run(b: Bench, results: Path, started: datetime) -> int:
     folder = results / f"profile-{started.strftime('%Y%m%dT%H%M%SZ')}"
     folder.mkdir(parents=True, exist_ok=True)
     reports: list[str] = []
-    if ingress_written():
-        reports.append(await profile_ingress(b, folder))
+    reports.append(await profile_ingress(b, folder))
     reports.append(
         await profile_worker(b, folder, await b.databases.create("profile"), "PostgreSQL")
     )

@@ -3,7 +3,7 @@
 Run `.venv/bin/python deploy/gen_definitions.py` after changing the topology; a test checks
 that the committed file is what this script writes.
 
-Users (least privilege, spec §9):
+Users, each with the least privilege its role needs:
 - ingress:  may only publish to hookpipe.events.
 - worker:   may consume the handled queues and publish retries and dead letters.
 - operator: `hookpipe dlq ...` (read DLQs, republish through hookpipe.requeue) and

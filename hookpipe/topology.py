@@ -1,4 +1,5 @@
-"""The broker topology of spec §3: planned as data once, declared idempotently at start.
+"""The broker topology (exchanges, queues, dead-letter and delayed-retry routes): planned as data
+once, declared idempotently at start.
 
 The same plan feeds `declare` (what every process runs at start) and `definitions` (the
 RabbitMQ definitions file in deploy/), so the two cannot drift apart.
@@ -57,10 +58,6 @@ def dlq_name(queue: str) -> str:
 def queue_from_dlq_name(name: str) -> str:
     """`--queue` accepts a handled queue or its DLQ; both mean the same pair."""
     return name.removesuffix(c.DLQ_SUFFIX)
-
-
-def routing_key(provider: str, event_type: str) -> str:
-    return f"{provider}.{event_type}"
 
 
 def retry_delays_ms(policy: RetryPolicy) -> tuple[int, ...]:

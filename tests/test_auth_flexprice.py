@@ -18,7 +18,7 @@ from tests.ingress_support import Ingress, MakeSettings, StartIngress, refusal, 
 
 pytest_plugins = ("tests.ingress_fixtures",)
 
-# The Standard Webhooks test vector (spec §2).
+# The test vector of the Standard Webhooks reference libraries, whose own tests use it.
 VECTOR_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 VECTOR_ID = "msg_p5jXN8AQM9LWM0D4loKWxJek"
 VECTOR_TIMESTAMP = 1614265330

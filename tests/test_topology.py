@@ -1,4 +1,5 @@
-"""The broker topology of spec §3, declared in the test run's own vhost."""
+"""The broker topology (events exchange, handled queues with their DLQs, delayed retries),
+declared in the test run's own vhost."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`hookpipe dlq list / show / replay / purge`: inspect, replay and purge dead letters (spec §6).
+"""`hookpipe dlq list / show / replay / purge`: inspect, replay and purge dead letters.
 
 Results go to stdout (one JSON object per line with `--json`), progress and questions to stderr.
 Exit codes: 0 done, 1 something failed (a publish not confirmed, the broker unreachable, the DLQ
