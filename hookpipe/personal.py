@@ -1,7 +1,9 @@
 """Personal data: which keys name it, and how it is masked before it leaves the process.
 
-One rule set for every place that needs it: log lines (hookpipe.logs), the reasons dead letters
-carry (hookpipe.workers.outcome) and the bodies `hookpipe dlq show` prints.
+One rule set for every place that needs it: log lines (hookpipe.logs) drop personal keys, the
+reasons dead letters carry (hookpipe.workers.outcome) mask what looks like a value, and the
+bodies `hookpipe dlq show` prints keep only what is known to carry no personal data (an
+allow-list: ids, types, statuses, amounts, currencies, times).
 """
 
 from __future__ import annotations
@@ -66,21 +68,56 @@ def is_personal_key(key: str) -> bool:
     return normal in _KEYS or any(part in normal for part in _KEY_PARTS)
 
 
-def mask(value: Any) -> Any:
-    """A copy of decoded JSON with personal data masked: values of personal keys, at any depth,
-    and e-mail addresses anywhere in text. Empty values stay as they are: they reveal nothing."""
+# What `dlq show` prints without --reveal: only values under keys known to carry no personal
+# data, by the key's last word (invoiceId, event_id, created_at, paymentStatus)...
+_SHOWN_LAST_WORDS: Final = frozenset(
+    {
+        "id",
+        "ids",
+        "type",
+        "event",
+        "status",
+        "state",
+        "currency",
+        "amount",
+        "at",
+        "time",
+        "timestamp",
+        "date",
+        "created",
+        "updated",
+        "version",
+        "object",
+        "livemode",
+    }
+)
+# ...or by the whole key.
+_SHOWN_KEYS: Final = frozenset({"currencycode", "tenant", "statuscode", "invoicenumber"})
+_WORDS = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
+
+
+@functools.lru_cache(maxsize=1024)
+def is_shown_key(key: str) -> bool:
+    """Whether `dlq show` prints a key's value unmasked: an id, type, status, amount, currency
+    or time, and not a personal key (`email_id` is masked)."""
+    if is_personal_key(key):
+        return False
+    words = _WORDS.findall(key)
+    normal = re.sub(r"[^a-z0-9]", "", key.lower())
+    return normal in _SHOWN_KEYS or (bool(words) and words[-1].lower() in _SHOWN_LAST_WORDS)
+
+
+def mask(value: Any, *, shown: bool = False) -> Any:
+    """A copy of decoded JSON in which only the values of keys known to carry no personal data
+    (is_shown_key) are left: every other string or number is masked, whatever its key, at any
+    depth. Empty values stay as they are: they reveal nothing."""
     if isinstance(value, dict):
-        return {
-            key: MASK
-            if is_personal_key(key) and value[key] not in (None, "", [], {})
-            else mask(value[key])
-            for key in value
-        }
+        return {key: mask(item, shown=is_shown_key(key)) for key, item in value.items()}
     if isinstance(value, list):
-        return [mask(item) for item in value]
-    if isinstance(value, str):
-        return _EMAIL.sub(MASK, value)
-    return value
+        return [mask(item, shown=shown) for item in value]
+    if value is None or isinstance(value, bool) or value == "" or shown:
+        return value
+    return MASK
 
 
 def mask_text(text: str, *, quoted: bool = False) -> str:

@@ -228,7 +228,7 @@ async def test_no_personal_data_is_stored(ledger: Ledger) -> None:
 
 
 async def test_a_body_of_another_type_is_permanent(ledger: Ledger) -> None:
-    with pytest.raises(PermanentError, match=r"direct\.payment\.cancelled"):
+    with pytest.raises(PermanentError, match=r"order\.payment\.debited event, got another"):
         await jodo.apply_order_payment_debited(
             ledger, delivery(DEBITED_QUEUE, CANCELLED, CANCELLED_ID)
         )

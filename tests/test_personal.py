@@ -44,3 +44,43 @@ def test_a_log_line_redacts_personal_and_secret_keys(capsys: pytest.CaptureFixtu
     line = orjson.loads(capsys.readouterr().err.splitlines()[-1])
     assert line["customer_email"] == line["signature"] == "[redacted]"
     assert line["queue"] == "jodo.x"
+
+
+def test_dlq_show_keeps_only_ids_types_statuses_amounts_currencies_and_times() -> None:
+    body = {
+        "id": "wh_1",
+        "type": "PAYMENT_COMPLETED",
+        "signature": "b2fl8PdPRVsq0vre6DpdHJwHse8Ln+WlY0Vx32aKxtE=",
+        "data": {
+            "invoiceId": 16,
+            "amount": "300.00",
+            "currency_code": "EUR",
+            "created_at": 1691143279,
+            "status": "paid",
+            "description": "Jane Roe, flat 4",
+            "identifier": "jane.roe",
+            "email_id": "jane@example.com",
+            "metadata": {"name": "Jane Roe", "phone": 919876543210, "note": "call after 6"},
+            "paid": True,
+            "tags": [],
+        },
+    }
+
+    assert personal.mask(body) == {
+        "id": "wh_1",
+        "type": "PAYMENT_COMPLETED",
+        "signature": personal.MASK,
+        "data": {
+            "invoiceId": 16,
+            "amount": "300.00",
+            "currency_code": "EUR",
+            "created_at": 1691143279,
+            "status": "paid",
+            "description": personal.MASK,
+            "identifier": personal.MASK,
+            "email_id": personal.MASK,
+            "metadata": {"name": personal.MASK, "phone": personal.MASK, "note": personal.MASK},
+            "paid": True,
+            "tags": [],
+        },
+    }

@@ -56,7 +56,7 @@ async def apply_order_payment_debited(ledger: Ledger, delivery: Delivery) -> boo
     """
     event = decode(delivery.body)
     if not isinstance(event, OrderPaymentDebited):
-        raise PermanentError(f"expected a Jodo {ORDER_PAYMENT_DEBITED} event, got {event.event!r}")
+        raise PermanentError(f"expected a Jodo {ORDER_PAYMENT_DEBITED} event, got another type")
     order = event.payload.order
     record = {
         "event_id": event.event_id,
@@ -80,9 +80,7 @@ async def apply_direct_payment_cancelled(ledger: Ledger, delivery: Delivery) -> 
     """
     event = decode(delivery.body)
     if not isinstance(event, DirectPaymentCancelled):
-        raise PermanentError(
-            f"expected a Jodo {DIRECT_PAYMENT_CANCELLED} event, got {event.event!r}"
-        )
+        raise PermanentError(f"expected a Jodo {DIRECT_PAYMENT_CANCELLED} event, got another type")
     payment = event.payload.payment
     student = event.payload.student
     record: dict[str, Any] = {

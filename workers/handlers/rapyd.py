@@ -72,7 +72,10 @@ async def apply_invoice_payment(ledger: Ledger, delivery: Delivery) -> bool:
     payment = event.data.payment
     status = STATUSES.get(payment.status)
     if status is None:
-        raise PermanentError(f"Rapyd payment status {payment.status!r} is not a known one")
+        # The value itself stays out: a reason is copied into headers and logs.
+        raise PermanentError(
+            f"Rapyd data.payment.status is not one of {', '.join(sorted(STATUSES))}"
+        )
     if status == "paid" and payment.refunded:
         status = "refunded"
     # The webhook's creation time (s) orders the states Rapyd reports for one payment.
