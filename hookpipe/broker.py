@@ -1,11 +1,33 @@
-"""Connecting to RabbitMQ: one named, self-healing connection per process role."""
+"""Connecting to RabbitMQ: one named, self-healing connection per process role.
+
+A connection that cannot be made raises BrokerConnectError, whose message is one line saying
+what is wrong and what to do (the login refused, the vhost missing, nothing listening), with no
+password in it. A connection that is lost and comes back says so once each in the log.
+"""
 
 from __future__ import annotations
 
 import socket
+from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import aio_pika
+import aiormq
+import structlog
 from aio_pika.abc import AbstractRobustConnection
+
+from hookpipe.errors import BrokerUnavailable, SetupError
+
+log = structlog.get_logger()
+
+
+class BrokerConnectError(BrokerUnavailable, SetupError):
+    """No connection to the broker; `permanent` when retrying cannot help (a refused login or
+    vhost: the settings or the broker's users must change)."""
+
+    def __init__(self, message: str, *, permanent: bool) -> None:
+        super().__init__(message)
+        self.permanent = permanent
 
 
 def connection_name(role: str) -> str:
@@ -14,9 +36,74 @@ def connection_name(role: str) -> str:
 
 
 async def connect(amqp_url: str, role: str, *, timeout: float = 10.0) -> AbstractRobustConnection:
-    """A robust connection named after `role`; it reconnects by itself after a broker outage."""
-    return await aio_pika.connect_robust(
-        amqp_url,
-        client_properties={"connection_name": connection_name(role)},
-        timeout=timeout,
+    """A robust connection named after `role`; it reconnects by itself after a broker outage.
+
+    Raises BrokerConnectError when the first connection cannot be made.
+    """
+    try:
+        connection = await aio_pika.connect_robust(
+            amqp_url,
+            client_properties={"connection_name": connection_name(role)},
+            timeout=timeout,
+        )
+    except (aiormq.exceptions.AMQPError, OSError, TimeoutError) as exc:
+        raise explain(exc, amqp_url) from exc
+    _log_losses(connection)
+    return connection
+
+
+def explain(exc: BaseException, amqp_url: str) -> BrokerConnectError:
+    """A failed connection attempt as one line saying what is wrong and what to do."""
+    parts = urlsplit(amqp_url)
+    where = f"{parts.hostname or 'localhost'}:{parts.port or 5672}"
+    user = unquote(parts.username or "guest")
+    vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
+    text = str(exc)
+    if isinstance(exc, aiormq.exceptions.ProbableAuthenticationError) or "ACCESS_REFUSED" in text:
+        return BrokerConnectError(
+            f"the broker at {where} refused the login of user {user!r}: check the user and "
+            "password in HOOKPIPE_AMQP_URL",
+            permanent=True,
+        )
+    if "Connection.Close" in text or "NOT_ALLOWED" in text:
+        # RabbitMQ closes the connection at Connection.Open when the vhost is missing or the
+        # user may not use it.
+        return BrokerConnectError(
+            f"the broker at {where} refused vhost {vhost!r} to user {user!r}: it does not exist "
+            f"or the user has no permission on it (rabbitmqctl add_vhost {vhost}; rabbitmqctl "
+            f"set_permissions -p {vhost} {user} '.*' '.*' '.*'), or fix HOOKPIPE_AMQP_URL",
+            permanent=True,
+        )
+    if isinstance(exc, TimeoutError):
+        return BrokerConnectError(
+            f"no answer from the broker at {where} in time: is it overloaded, or is something "
+            "other than RabbitMQ listening there?",
+            permanent=False,
+        )
+    reason = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], str) else type(exc)
+    if isinstance(reason, type):
+        reason = reason.__name__
+    return BrokerConnectError(
+        f"cannot reach the broker at {where} ({reason}): is RabbitMQ running there? "
+        "(`make services` starts the local one)",
+        permanent=False,
     )
+
+
+def _log_losses(connection: AbstractRobustConnection) -> None:
+    """Log "broker connection lost" when it goes, and "broker reconnected" when it is back:
+    once each, however many attempts reconnecting takes."""
+    up = [True]
+
+    def lost(sender: Any, exc: BaseException | None = None) -> None:
+        if up[0] and not getattr(sender, "close_called", False):
+            up[0] = False
+            log.warning("broker connection lost", error_type=type(exc).__name__ if exc else None)
+
+    def back(sender: Any) -> None:
+        if not up[0]:
+            up[0] = True
+            log.info("broker reconnected")
+
+    connection.close_callbacks.add(lost)
+    connection.reconnect_callbacks.add(back)

@@ -83,9 +83,51 @@ def configure_logging(log_format: str = "auto", level: str = "info") -> None:
             logger_factory=structlog.PrintLoggerFactory(_Stderr()),  # type: ignore[arg-type]
             cache_logger_on_first_use=True,
         )
-    # aio-pika and aiohttp log through the standard library; keep their warnings, drop the chatter.
-    logging.basicConfig(
-        level=logging.WARNING,
-        stream=_Stderr(),
-        format="%(levelname)s %(name)s: %(message)s",
+    # aiohttp, aiormq, aio-pika and asyncpg log through the standard library: their records go
+    # through the same processors, so that in JSON mode every line is JSON, a traceback one field
+    # of it. Their warnings are kept, their chatter dropped.
+    renderer: structlog.types.Processor = (
+        structlog.processors.JSONRenderer(serializer=_json_text)
+        if log_format == "json"
+        else structlog.dev.ConsoleRenderer()
     )
+    handler = logging.StreamHandler(_Stderr())
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(logging.WARNING)
+    # What the interpreter itself would print (a warning, an exception it cannot raise, one that
+    # ends the process) goes the same way.
+    logging.captureWarnings(True)
+    sys.unraisablehook = _log_unraisable
+    sys.excepthook = _log_uncaught
+    # Their lines on each failed connection attempt repeat what hookpipe.broker says once, in
+    # one line ("broker connection lost", "broker reconnected", "cannot reach the broker ...").
+    logging.getLogger("aiormq").setLevel(logging.CRITICAL)
+    logging.getLogger("aio_pika").setLevel(logging.ERROR)
+
+
+def _log_unraisable(unraisable: Any) -> None:
+    exc = unraisable.exc_value
+    logging.getLogger("python").error(
+        "exception ignored in %r",
+        unraisable.object,
+        exc_info=(type(exc), exc, unraisable.exc_traceback) if exc is not None else None,
+    )
+
+
+def _log_uncaught(kind: type[BaseException], exc: BaseException, tb: Any) -> None:
+    logging.getLogger("python").critical("uncaught exception", exc_info=(kind, exc, tb))
+
+
+def _json_text(value: Any, **_: Any) -> str:
+    return orjson.dumps(value, default=str).decode()

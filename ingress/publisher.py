@@ -22,7 +22,7 @@ from yarl import URL
 
 from hookpipe import constants as c
 from hookpipe import topology
-from hookpipe.broker import connect
+from hookpipe.broker import BrokerConnectError, connect
 from hookpipe.errors import BrokerUnavailable
 from hookpipe.ingress.envelope import Envelope
 from hookpipe.settings import Settings
@@ -153,9 +153,10 @@ class Publisher:
         while True:
             try:
                 return await connect(self._url, "ingress", timeout=self._timeout)
-            except CONNECTION_EXCEPTIONS as exc:
-                log.warning(
-                    "broker unreachable; retrying", error=type(exc).__name__, retry_in=delay
+            except BrokerConnectError as exc:
+                # Answering 503 meanwhile; a refused login or vhost needs the operator.
+                (log.error if exc.permanent else log.warning)(
+                    "broker unreachable; retrying", reason=str(exc), retry_in=delay
                 )
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_INTERVAL)

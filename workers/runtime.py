@@ -40,6 +40,7 @@ from hookpipe.workers.messages import (
     identity_of,
     int_header,
     now_ms,
+    text_header,
 )
 from hookpipe.workers.metrics import WorkerMetrics
 from hookpipe.workers.outcome import Action, Outcome, outcome_of
@@ -219,15 +220,20 @@ class Worker:
             raise
 
     async def _handle(self, queue: str, message: AbstractIncomingMessage) -> None:
+        # The id the ingress gave the webhook's request: its log lines and these share it.
+        request_id = text_header(message.headers or {}, c.HEADER_REQUEST_ID)
         try:
             delivery = delivery_from(message, queue)
         except MalformedMessage as exc:
             attempt = attempt_of(message)
             outcome = outcome_of(exc, attempt, self.settings.retry)
-            with structlog.contextvars.bound_contextvars(queue=queue, attempt=attempt):
+            with structlog.contextvars.bound_contextvars(
+                queue=queue, attempt=attempt, request_id=request_id
+            ):
                 await self._settle(queue, message, attempt, outcome)
             return
         with structlog.contextvars.bound_contextvars(
+            request_id=request_id,
             provider=delivery.provider,
             event_id=delivery.event_id,
             event_type=delivery.event_type,
