@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from hookpipe import __version__, providers
-from hookpipe.errors import SettingsError
+from hookpipe.errors import SettingsError, SetupError
 from hookpipe.logs import configure_logging
 from hookpipe.settings import Settings
 
@@ -66,6 +66,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except providers.ProviderError as exc:
         print(f"hookpipe: {exc}", file=sys.stderr)
         return 2
+    except SetupError as exc:
+        # The broker or the ledger cannot be used as configured: one line, what and what to do.
+        print(f"hookpipe: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import structlog
 
 from hookpipe import cli_args
+from hookpipe.errors import SetupError
 from hookpipe.settings import Settings
 
 log = structlog.get_logger()
@@ -29,6 +30,9 @@ log = structlog.get_logger()
 RESTART_BACKOFF = 1.0
 RESTART_BACKOFF_CAP = 30.0
 HEALTHY_AFTER = 30.0
+# A child's exit code for "a setting or the environment is wrong": not restarted (a bad setting,
+# a busy port, a refused broker login or vhost, a ledger that cannot be used as configured).
+EXIT_WILL_NOT_HEAL = 2
 # Beyond the children's own grace: time for them to close connections and exit.
 STOP_MARGIN = 5.0
 READY_TIMEOUT = 15.0
@@ -60,6 +64,7 @@ class Child:
     process: asyncio.subprocess.Process | None = None
     restarts: int = 0
     pids: list[int] = field(default_factory=list)
+    gave_up: bool = False
 
 
 def children(
@@ -97,6 +102,16 @@ async def keep_running(child: Child, stop: asyncio.Event, grace: float) -> int |
         if stop.is_set():
             return await _stop_child(child, exited, grace)
         code = exited.result()
+        if code == EXIT_WILL_NOT_HEAL:
+            # The child said why (one line above); restarting it would fail the same way.
+            child.gave_up = True
+            log.error(
+                "a child cannot start and a restart will not fix it; stopping",
+                child=child.name,
+                exit_code=code,
+            )
+            stop.set()
+            return code
         if time.monotonic() - started >= HEALTHY_AFTER:
             backoff = RESTART_BACKOFF
         child.restarts += 1
@@ -136,13 +151,20 @@ async def supervise(settings: Settings, host: str, port: int, workers: int) -> i
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(signum, stop.set)
+    busy = _port_in_use(host, port)
+    if busy is not None:
+        log.error(
+            f"cannot listen on {host}:{port} ({busy}): is another `hookpipe run` or ingress "
+            "running? Stop it, or pass --port"
+        )
+        return 2
     try:
         await declare_with(settings)
+    except SetupError as exc:
+        log.error(f"cannot declare the topology: {exc}")
+        return 2
     except Exception as exc:
-        log.error(
-            "cannot declare the topology: is RabbitMQ running at HOOKPIPE_AMQP_URL?",
-            error_type=type(exc).__name__,
-        )
+        log.error("cannot declare the topology", error_type=type(exc).__name__)
         return 1
     plan = children(settings, host, port, workers, os.environ)
     tasks = [
@@ -164,7 +186,21 @@ async def supervise(settings: Settings, host: str, port: int, workers: int) -> i
     codes = await asyncio.gather(*tasks)
     for child, code in zip(plan, codes, strict=True):
         log.info("stopped", child=child.name, exit_code=code)
-    return 0
+    return 2 if any(child.gave_up for child in plan) else 0
+
+
+def _port_in_use(host: str, port: int) -> str | None:
+    """Why the ingress could not listen on host:port, or None if it can (checked by binding)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
 
 
 async def _wait_ready(url: str, stop: asyncio.Event) -> bool:

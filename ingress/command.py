@@ -18,8 +18,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    """0 once stopped; 2 when the address cannot be listened on (a restart will not help)."""
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        runner.run(serve(settings, args.host, args.port))
+        try:
+            runner.run(serve(settings, args.host, args.port))
+        except OSError as exc:
+            import structlog
+
+            structlog.get_logger().error(
+                f"cannot listen on {args.host}:{args.port} ({exc.strerror or exc}): is another "
+                "ingress running there? Stop it, or pass --port"
+            )
+            return 2
     return 0
 
 
@@ -29,18 +39,23 @@ async def serve(settings: Settings, host: str, port: int) -> None:
     from aiohttp import web
 
     from hookpipe.ingress.app import create_app
-    from hookpipe.ingress.server import GuardedSite, server_options
+    from hookpipe.ingress.server import GuardedSite, listening_socket, server_options
 
     log = structlog.get_logger()
-    # Build the app first: a bad setting it finds (e.g. a DreamClass key that is not base64)
-    # stops the start before anything listens.
-    app = create_app(settings)
+    # The port first, then the app: a taken port or a bad setting it finds (e.g. a DreamClass
+    # key that is not base64) stops the start before a broker connection is begun.
+    sock = listening_socket(host, port)
+    try:
+        app = create_app(settings)
+    except BaseException:
+        sock.close()
+        raise
     runner = web.AppRunner(
         app, access_log=None, shutdown_timeout=settings.shutdown_grace, **server_options(settings)
     )
     await runner.setup()
     try:
-        site = GuardedSite(runner, host, port)
+        site = GuardedSite(runner, sock)
         await site.start()
         known = providers.providers().values()
         log.info(

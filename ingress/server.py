@@ -10,6 +10,7 @@ flood of slow clients cannot hold every file descriptor while providers' webhook
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
@@ -20,6 +21,7 @@ from hookpipe.ingress.metrics import IngressMetrics
 from hookpipe.settings import Settings
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+BACKLOG: Final = 128
 # Between two requests of a keep-alive connection (aiohttp's default is an hour).
 KEEPALIVE_TIMEOUT: Final = 75.0
 _BUSY: Final = (
@@ -94,25 +96,33 @@ async def mark_begun(request: web.Request, handler: Handler) -> web.StreamRespon
     return await handler(request)
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The ingress's socket, bound and listening; OSError (e.g. the port is taken) before
+    anything else has started, so that nothing is left to wind down."""
+    return socket.create_server((host, port), family=_family(host), backlog=BACKLOG)
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
 class GuardedSite(web.BaseSite):
-    """A TCP site whose connections go through the app's ConnectionGuard."""
+    """A site on a listening socket whose connections go through the app's ConnectionGuard."""
 
-    __slots__ = ("_host", "_port")
+    __slots__ = ("_sock",)
 
-    def __init__(self, runner: web.AppRunner, host: str, port: int) -> None:
-        super().__init__(runner)
-        self._host = host
-        self._port = port
+    def __init__(self, runner: web.AppRunner, sock: socket.socket) -> None:
+        super().__init__(runner, backlog=BACKLOG)
+        self._sock = sock
 
     @property
     def name(self) -> str:
-        return f"http://{self._host}:{self._port}"
+        host, port = self._sock.getsockname()[:2]
+        return f"http://{host}:{port}"
 
     async def start(self) -> None:
         await super().start()
         assert isinstance(self._runner, web.AppRunner)
         guard = self._runner.app[GUARD]
         guard.server = self._runner.server
-        self._server = await asyncio.get_running_loop().create_server(
-            guard, self._host, self._port, backlog=self._backlog
-        )
+        self._server = await asyncio.get_running_loop().create_server(guard, sock=self._sock)

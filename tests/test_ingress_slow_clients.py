@@ -14,10 +14,10 @@ import pytest
 from aiohttp import web
 
 from hookpipe.ingress.app import PUBLISHER, create_app
-from hookpipe.ingress.server import GuardedSite, server_options
+from hookpipe.ingress.server import GuardedSite, listening_socket, server_options
 from hookpipe.settings import Settings
 from tests.ingress_support import MakeSettings, signed
-from tests.worker_support import free_port, wait_until
+from tests.worker_support import wait_until
 
 Channel = aio_pika.abc.AbstractChannel
 Serve = Callable[[Settings], Awaitable[str]]
@@ -33,8 +33,9 @@ async def serve() -> AsyncIterator[Serve]:
         runner = web.AppRunner(app, access_log=None, **server_options(settings))
         await runner.setup()
         runners.append(runner)
-        port = free_port()
-        await GuardedSite(runner, "127.0.0.1", port).start()
+        sock = listening_socket("127.0.0.1", 0)
+        port = sock.getsockname()[1]
+        await GuardedSite(runner, sock).start()
         await wait_until(lambda: app[PUBLISHER].ready, what="the ingress ready")
         return f"http://127.0.0.1:{port}"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import sqlite3
 import threading
@@ -13,7 +14,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from hookpipe.workers.errors import PermanentError, TransientError
+from hookpipe.workers.errors import LedgerSetupError, PermanentError, TransientError
 from hookpipe.workers.ledger import MIGRATIONS, Decide, Ledger, LedgerEvent, Payment, PaymentState
 
 
@@ -282,11 +283,58 @@ async def test_a_relative_sqlite_path_is_under_the_working_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "var" / "sub").mkdir(parents=True)
 
     async with await Ledger.open("sqlite:///var/sub/ledger.sqlite3") as ledger:
         await ledger.apply(event("e1"), lambda _: set_to("paid"))
 
     assert (tmp_path / "var" / "sub" / "ledger.sqlite3").is_file()
+
+
+async def test_a_sqlite_directory_that_does_not_exist_is_not_created(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    with pytest.raises(LedgerSetupError) as caught:
+        await Ledger.open("sqlite:///nonexistent/dir/ledger.db")
+
+    message = str(caught.value)
+    assert f"{tmp_path}/nonexistent/dir does not exist" in message
+    assert f"relative to the working directory {tmp_path}" in message
+    assert os.listdir(tmp_path) == []
+
+
+async def test_a_reader_never_creates_a_sqlite_ledger(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+
+    with pytest.raises(LedgerSetupError, match="a worker creates it on its first start"):
+        await Ledger.open(url, create=False)
+
+    assert os.listdir(tmp_path) == []
+
+
+async def test_a_reader_neither_creates_nor_migrates_postgresql_tables(pg_url: str) -> None:
+    with pytest.raises(LedgerSetupError, match="has no tables yet"):
+        await Ledger.open(pg_url, create=False)
+
+    connection = await asyncpg.connect(pg_url)
+    try:
+        tables = await connection.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+        )
+    finally:
+        await connection.close()
+    assert tables == []
+
+
+async def test_a_missing_postgresql_database_says_how_to_create_it(pg_url: str) -> None:
+    missing = pg_url.rsplit("/", 1)[0] + "/hookpipe_no_such_database"
+
+    with pytest.raises(LedgerSetupError) as caught:
+        await Ledger.open(missing)
+
+    assert "has no database 'hookpipe_no_such_database': create it (createdb" in str(caught.value)
 
 
 @pytest.fixture
@@ -298,7 +346,7 @@ def refusing_port() -> Iterator[int]:
 
 
 async def test_postgresql_refusing_connections_is_transient(refusing_port: int) -> None:
-    with pytest.raises(TransientError, match="ConnectionRefusedError") as caught:
+    with pytest.raises(TransientError, match=r"cannot reach 127\.0\.0\.1:\d+/ledger") as caught:
         await Ledger.open(f"postgresql://postgres:s3cret@127.0.0.1:{refusing_port}/ledger")
 
     assert "s3cret" not in str(caught.value)

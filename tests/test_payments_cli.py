@@ -136,6 +136,7 @@ async def test_list_and_show_without_json_are_readable(filled: str) -> None:
 
 
 async def test_an_empty_ledger_lists_nothing(ledger_url: str) -> None:
+    await (await Ledger.open(ledger_url)).close()  # created, as a worker's first start does
     as_json = await hookpipe(ledger_url, "payments", "list", "--json")
     as_table = await hookpipe(ledger_url, "payments", "list")
 

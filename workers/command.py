@@ -13,11 +13,15 @@ from typing import Any
 import structlog
 
 from hookpipe import cli_args, providers
+from hookpipe.broker import BrokerConnectError
+from hookpipe.errors import SetupError
 from hookpipe.settings import Settings
 
 log = structlog.get_logger()
 
-# Exit codes: 2 for a usage error (argparse's own), 1 when the worker cannot start.
+# Exit codes: 2 when a restart will not help (a usage error, a refused broker login or vhost, a
+# ledger that cannot be used as configured, a busy metrics port), 1 when the worker cannot start
+# for another reason.
 EXIT_USAGE = 2
 EXIT_FAILED = 1
 
@@ -100,6 +104,9 @@ async def serve(settings: Settings, queues: Sequence[str], concurrency: int) -> 
     async with contextlib.AsyncExitStack() as stack:
         try:
             handlers = await stack.enter_async_context(open_handlers(settings))
+        except SetupError as exc:
+            log.error("cannot open the ledger", reason=str(exc))
+            return EXIT_USAGE
         except Exception as exc:
             return _failed("cannot open the ledger or the handlers' resources", exc)
         missing = [q for q in queues if q not in handlers]
@@ -111,7 +118,12 @@ async def serve(settings: Settings, queues: Sequence[str], concurrency: int) -> 
             try:
                 runner = await start_metrics_server(metrics, settings.worker_metrics_port)
             except OSError as exc:
-                return _failed("cannot serve metrics on HOOKPIPE_WORKER_METRICS_PORT", exc)
+                log.error(
+                    f"cannot serve metrics on port {settings.worker_metrics_port} "
+                    f"({exc.strerror or exc}): set HOOKPIPE_WORKER_METRICS_PORT to a free port, "
+                    "or 0 for none"
+                )
+                return EXIT_USAGE
             stack.push_async_callback(runner.cleanup)
             metrics_port = bound_port(runner)
         worker = Worker(
@@ -119,8 +131,11 @@ async def serve(settings: Settings, queues: Sequence[str], concurrency: int) -> 
         )
         try:
             await worker.start()
+        except BrokerConnectError as exc:
+            log.error("cannot consume", reason=str(exc))
+            return EXIT_USAGE if exc.permanent else EXIT_FAILED
         except Exception as exc:
-            return _failed("cannot consume: is RabbitMQ reachable at HOOKPIPE_AMQP_URL?", exc)
+            return _failed("cannot consume", exc)
         stack.push_async_callback(worker.stop)
         log.info(
             "worker started",

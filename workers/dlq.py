@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -140,6 +141,10 @@ async def _run(
                     return await _purge(settings, queue, args.older_than, args.yes, stop)
     except HookpipeError as exc:
         return _fail(str(exc), EXIT_FAILED)
+    except BrokenPipeError:
+        # The reader of our output went away (`... --json | head -1`): stop there, quietly.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return _fail("the output was closed; stopped (what was not moved stays in the DLQ)", 1)
     except (OSError, RuntimeError, aiormq.exceptions.AMQPError) as exc:
         # The broker went away mid-operation; what the command held went back to the DLQ.
         return _fail(f"the broker connection failed: {type(exc).__name__}: {exc}", EXIT_FAILED)

@@ -40,8 +40,7 @@ import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
 from hookpipe import topology
-from hookpipe.broker import connection_name
-from hookpipe.errors import BrokerUnavailable
+from hookpipe.broker import connection_name, explain
 from hookpipe.settings import Settings
 from hookpipe.workers.errors import DlqBusy, DlqError
 
@@ -68,7 +67,7 @@ async def connect(settings: Settings) -> AbstractConnection:
             timeout=10,
         )
     except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
-        raise BrokerUnavailable(f"cannot connect to RabbitMQ: {type(exc).__name__}") from exc
+        raise explain(exc, settings.amqp_url) from exc
 
 
 async def ready_count(channel: AbstractChannel, queue_name: str) -> int:

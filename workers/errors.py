@@ -1,7 +1,7 @@
 """The workers' errors: the class of a handler's error decides what happens to its message; the
 dead-letter commands' errors say why an operation cannot be done."""
 
-from hookpipe.errors import HookpipeError
+from hookpipe.errors import HookpipeError, SetupError
 
 
 class WorkerError(HookpipeError):
@@ -15,6 +15,11 @@ class TransientError(WorkerError):
         super().__init__(message)
         # A delay the remote side asked for (e.g. HTTP Retry-After), in seconds, if any.
         self.retry_after = retry_after
+
+
+class LedgerSetupError(WorkerError, SetupError):
+    """The ledger cannot be used as configured (no such database, directory or file, a refused
+    login, a read-only place): one line saying what and what to do; a restart will not fix it."""
 
 
 class PermanentError(WorkerError):

@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import builtins
 import functools
+import os
 import re
 import sqlite3
+import urllib.parse
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -27,7 +29,7 @@ import aiosqlite
 import asyncpg
 import msgspec
 
-from hookpipe.workers.errors import PermanentError, TransientError
+from hookpipe.workers.errors import LedgerSetupError, PermanentError, TransientError
 
 STATUSES: Final = ("paid", "pending", "failed", "refunded", "reversed", "deleted", "invalid")
 
@@ -228,28 +230,33 @@ class Ledger:
         self._driver = driver
 
     @classmethod
-    async def open(cls, url: str, *, pool_size: int = 10) -> Ledger:
-        """Connect to `url` (sqlite:///path or postgresql://...) and create or migrate the schema.
+    async def open(cls, url: str, *, pool_size: int = 10, create: bool = True) -> Ledger:
+        """Connect to `url` (sqlite:///path or postgresql://...) and create or migrate the schema;
+        with create=False (the commands that only read) neither, and a ledger that does not
+        exist yet is an error.
 
         `pool_size` bounds PostgreSQL connections; SQLite uses one. Raises TransientError when the
-        database cannot be reached.
+        database cannot be reached, LedgerSetupError when it cannot be used as configured.
         """
         scheme = urlsplit(url).scheme
         driver: _Driver
         try:
             if scheme == "sqlite":
-                driver = await _SqliteDriver.connect(_sqlite_path(url))
+                driver = await _SqliteDriver.connect(_sqlite_path(url, create=create), create)
             elif scheme in ("postgresql", "postgres"):
                 driver = await _PostgresDriver.connect(url, pool_size)
             else:
                 raise ValueError(f"unsupported ledger URL scheme {scheme!r}")
         except Exception as exc:
+            setup = _setup_error(exc, url)
+            if setup is not None:
+                raise setup from exc
             if _is_transient(exc):
-                raise TransientError(f"ledger unreachable: {_describe(exc)}") from exc
+                raise TransientError(f"ledger unreachable: {_describe_reach(exc, url)}") from exc
             raise
         ledger = cls(driver)
         try:
-            await ledger._migrate()
+            await (ledger._migrate() if create else ledger._check_schema(url))
         except BaseException as exc:
             await driver.close()
             if isinstance(exc, Exception) and _is_transient(exc):
@@ -393,6 +400,25 @@ class Ledger:
                 raise TransientError(f"ledger read failed: {_describe(exc)}") from exc
             raise
 
+    async def _check_schema(self, url: str) -> None:
+        """For a reader: the schema exists and is this version's, else LedgerSetupError."""
+        try:
+            async with self._driver.connection() as db:
+                row = await db.fetchrow("SELECT max(version) FROM schema_version")
+        except (asyncpg.UndefinedTableError, sqlite3.OperationalError) as exc:
+            if isinstance(exc, sqlite3.OperationalError) and "no such table" not in str(exc):
+                raise
+            raise LedgerSetupError(
+                f"the ledger at {_where(url)} has no tables yet: a worker creates them on its "
+                "first start (is HOOKPIPE_LEDGER_URL the workers' one?)"
+            ) from exc
+        done = 0 if row is None or row[0] is None else int(row[0])
+        if done < len(MIGRATIONS):
+            raise LedgerSetupError(
+                f"the ledger at {_where(url)} has an older schema ({done} of "
+                f"{len(MIGRATIONS)} steps): start a worker of this version once to update it"
+            )
+
     async def _migrate(self) -> None:
         """Create the schema, or bring it up to date; safe when several processes start at once."""
         async with self._driver.transaction() as db:
@@ -442,14 +468,89 @@ def _describe(exc: BaseException) -> str:
     return type(exc).__name__ + (f" (SQLSTATE {sqlstate})" if sqlstate else "")
 
 
-def _sqlite_path(url: str) -> str:
-    """sqlite:///var/x.sqlite3 is relative to the working directory, sqlite:////var/x absolute."""
+def _sqlite_path(url: str, *, create: bool) -> str:
+    """sqlite:///var/x.sqlite3 is relative to the working directory, sqlite:////var/x absolute.
+
+    Nothing is created here: a directory that does not exist is a mistake in the URL more often
+    than not, and a reader never makes a ledger of its own.
+    """
     path = url.removeprefix("sqlite://").removeprefix("/").split("?", 1)[0]
     if not path:
         raise ValueError("the ledger URL names no file: expected sqlite:///path")
-    if path != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return path
+    if path == ":memory:":
+        return path
+    where = _sqlite_where(path)
+    folder = Path(path).resolve().parent
+    if not folder.is_dir():
+        raise LedgerSetupError(
+            f"the ledger's directory {folder} does not exist ({where}): create it, or fix "
+            "HOOKPIPE_LEDGER_URL"
+        )
+    if not create and not Path(path).exists():
+        raise LedgerSetupError(
+            f"no ledger at {Path(path).resolve()} ({where}): a worker creates it on its first "
+            "start (is HOOKPIPE_LEDGER_URL the workers' one?)"
+        )
+    if create and not os.access(folder, os.W_OK):
+        raise LedgerSetupError(
+            f"cannot write the ledger in {folder}: the directory is not writable by this user "
+            "(SQLite writes its journal beside the file)"
+        )
+    return str(Path(path).resolve())
+
+
+def _sqlite_where(path: str) -> str:
+    if Path(path).is_absolute():
+        return f"sqlite:///{path}"
+    return (
+        f"sqlite:///{path} is relative to the working directory {Path.cwd()}; "
+        "sqlite:////an/absolute/path has four slashes"
+    )
+
+
+def _where(url: str) -> str:
+    """The ledger's place, fit for a message: no password."""
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        return url
+    return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path or '/'}"
+
+
+def _setup_error(exc: BaseException, url: str) -> LedgerSetupError | None:
+    """What an operator must fix, said in one line; None for anything else."""
+    if isinstance(exc, LedgerSetupError):
+        return exc
+    parts = urlsplit(url)
+    host = f"{parts.hostname or 'localhost'}:{parts.port or 5432}"
+    database = (parts.path or "/").lstrip("/") or (parts.username or "postgres")
+    user = parts.username or "postgres"
+    if isinstance(exc, asyncpg.InvalidCatalogNameError):
+        return LedgerSetupError(
+            f"PostgreSQL at {host} has no database {database!r}: create it (createdb -h "
+            f"{parts.hostname or 'localhost'} -p {parts.port or 5432} -U {user} {database}), "
+            "or fix HOOKPIPE_LEDGER_URL"
+        )
+    if isinstance(exc, _REFUSED_LOGIN):
+        return LedgerSetupError(
+            f"PostgreSQL at {host} refused the login of user {user!r}: check the user and "
+            "password in HOOKPIPE_LEDGER_URL, and pg_hba.conf"
+        )
+    if isinstance(exc, sqlite3.OperationalError) and "readonly" in str(exc).lower():
+        return LedgerSetupError(f"the ledger at {url} is read-only for this user")
+    return None
+
+
+_REFUSED_LOGIN: Final = (
+    asyncpg.InvalidPasswordError,
+    asyncpg.InvalidAuthorizationSpecificationError,
+)
+
+
+def _describe_reach(exc: BaseException, url: str) -> str:
+    """Why the database cannot be reached: a connection error's text names no row."""
+    if isinstance(exc, OSError):
+        return f"cannot reach {_where(url)} ({exc.strerror or type(exc).__name__})"
+    return _describe(exc)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -499,11 +600,17 @@ class _SqliteDriver:
         self._lock = asyncio.Lock()
 
     @classmethod
-    async def connect(cls, path: str) -> _SqliteDriver:
+    async def connect(cls, path: str, create: bool = True) -> _SqliteDriver:
         # isolation_level=None: the ledger says where each transaction begins and ends.
-        connection = await aiosqlite.connect(path, isolation_level=None)
+        if create or path == ":memory:":
+            connection = await aiosqlite.connect(path, isolation_level=None)
+        else:
+            # A reader opens the file read-only: it can neither create nor change it.
+            uri = f"file:{urllib.parse.quote(path)}?mode=ro"
+            connection = await aiosqlite.connect(uri, isolation_level=None, uri=True)
         try:
-            await connection.execute("PRAGMA journal_mode=WAL")
+            if create:
+                await connection.execute("PRAGMA journal_mode=WAL")
             # A payment must survive a power cut once its message is acknowledged.
             await connection.execute("PRAGMA synchronous=FULL")
             await connection.execute("PRAGMA busy_timeout=5000")
