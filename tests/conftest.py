@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -30,6 +31,7 @@ from hookpipe.ingress.jodo import JodoSettings
 from hookpipe.ingress.rapyd import RapydSettings
 from hookpipe.providers import handled_queues
 from hookpipe.settings import RetryPolicy, Settings
+from hookpipe.workers.ledger import Ledger
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RUN_ID = uuid.uuid4().hex[:8]
@@ -177,32 +179,102 @@ async def queue_depth(channel: aio_pika.abc.AbstractChannel, queue_name: str) ->
 
 
 def _pg_admin_dsn() -> str:
-    return f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{PG_ADMIN_DB}"
+    return _pg_url_of(PG_ADMIN_DB)
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """The URL of a PostgreSQL database made for this one test and dropped after it."""
-    name = f"hookpipe_test_{RUN_ID}_{uuid.uuid4().hex[:8]}"
+def _pg_url_of(database: str) -> str:
+    return f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{database}"
 
-    async def admin(sql: str) -> None:
-        connection = await asyncpg.connect(_pg_admin_dsn())
+
+def _pg_execute(url: str, sql: str) -> None:
+    """Run SQL (one statement, or several without parameters) on a connection of its own."""
+
+    async def execute() -> None:
+        connection = await asyncpg.connect(url)
         try:
             await connection.execute(sql)
         finally:
             await connection.close()
 
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    asyncio.run(execute())
+
+
+@contextmanager
+def _new_pg_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database of this test run, dropped on leaving."""
+    name = f"hookpipe_test_{RUN_ID}_{uuid.uuid4().hex[:8]}"
+    _pg_execute(_pg_admin_dsn(), f'CREATE DATABASE "{name}"')
     try:
-        yield f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
+        yield _pg_url_of(name)
     finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        _pg_execute(_pg_admin_dsn(), f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """The URL of a PostgreSQL database made for this one test and dropped after it.
+
+    For what only a new database shows: the ledger creating its schema, the connections to the
+    database being the test's own. A test that needs an empty ledger takes `pg_ledger_url`.
+    """
+    with _new_pg_database() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def pg_ledger_database() -> Iterator[tuple[str, str]]:
+    """A PostgreSQL database for the whole run, its schema made by the ledger itself.
+
+    Yields its URL and the SQL that empties every table of the ledger. A database per test cost
+    a quarter of a second (CREATE and DROP DATABASE each copy or remove a whole database).
+    """
+    with _new_pg_database() as url:
+
+        async def ledger_tables() -> list[str]:
+            async with await Ledger.open(url):
+                pass
+            connection = await asyncpg.connect(url)
+            try:
+                rows = await connection.fetch(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+                    " AND tablename <> 'schema_version'"
+                )
+            finally:
+                await connection.close()
+            return sorted(row["tablename"] for row in rows)
+
+        tables = asyncio.run(ledger_tables())
+        assert tables, "the ledger made no tables"
+        # DELETE rather than TRUNCATE: the tables hold a few rows, and TRUNCATE's new files cost
+        # an fsync each (20 ms a test).
+        yield url, "; ".join(f'DELETE FROM "{table}"' for table in tables)
+
+
+@pytest.fixture
+def pg_ledger_url(pg_ledger_database: tuple[str, str]) -> str:
+    """The URL of the run's PostgreSQL ledger database, every table emptied for this test."""
+    url, empty = pg_ledger_database
+    _pg_execute(url, empty)
+    return url
+
+
+def _sqlite_ledger_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh, empty ledger: once on SQLite, once on PostgreSQL."""
+    """A fresh, empty ledger: once on SQLite, once on PostgreSQL (its schema made already)."""
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+        return _sqlite_ledger_url(tmp_path)
+    url: str = request.getfixturevalue("pg_ledger_url")
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def new_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new, empty database with no schema yet: once on SQLite, once on PostgreSQL."""
+    if request.param == "sqlite":
+        return _sqlite_ledger_url(tmp_path)
     url: str = request.getfixturevalue("pg_url")
     return url

@@ -48,9 +48,15 @@ async def start_ingress(test_settings: Settings) -> AsyncIterator[StartIngress]:
 
 
 @pytest.fixture
-async def ingress(broker: aio_pika.abc.AbstractChannel, start_ingress: StartIngress) -> Ingress:
-    """An ingress with every provider configured, connected to the test vhost's empty queues."""
-    return await start_ingress()
+async def ingress(
+    broker: aio_pika.abc.AbstractChannel, start_ingress: StartIngress, test_settings: Settings
+) -> Ingress:
+    """An ingress with every provider configured, connected to the test vhost's empty queues.
+
+    It leaves the topology to `broker`, which has just declared it from the same settings: the
+    ingress's own declaration at start is tested by test_ingress_declares_the_topology_at_start.
+    """
+    return await start_ingress(dataclasses.replace(test_settings, declare_topology=False))
 
 
 @pytest.fixture

@@ -10,7 +10,10 @@ import asyncio
 import json
 import subprocess
 import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from subprocess import DEVNULL
 from typing import Any
 from urllib.parse import quote
 
@@ -25,6 +28,7 @@ from hookpipe.providers import handled_queues
 from tests.conftest import rabbitmqctl
 
 DEPLOY = Path(__file__).parent.parent / "deploy"
+TEST_USER = "guest"  # the account of conftest's amqp_url
 
 
 def _load_gen() -> Any:
@@ -66,9 +70,22 @@ def test_every_handled_queue_has_a_keda_trigger() -> None:
     assert triggered == set(handled_queues())
 
 
-@pytest.fixture
-def imported_definitions() -> Any:
-    """The definitions file imported under a vhost and user names of this test's own."""
+@dataclass(frozen=True)
+class Imported:
+    """The definitions file as imported into the broker."""
+
+    user_url: Callable[[str], str]  # "ingress" -> the URL that user connects with
+    test_url: str  # the tests' own account, in the same vhost
+    queues: list[str]
+
+
+@pytest.fixture(scope="module")
+def imported() -> Iterator[Imported]:
+    """The definitions file imported under a vhost and user names of this module's own.
+
+    Imported once for the module: an import and its clean-up take six rabbitmqctl runs of most
+    of a second each.
+    """
     gen = _load_gen()
     suffix = uuid.uuid4().hex[:6]
     document = gen.build()
@@ -82,6 +99,10 @@ def imported_definitions() -> Any:
         item["name"] = renamed[item["name"]]
     for item in document["permissions"]:
         item["user"] = renamed[item["user"]]
+    # The tests' own account, to empty the queues between tests; the users' rights are unchanged.
+    document["permissions"].append(
+        {"user": TEST_USER, "vhost": vhost, "configure": ".*", "write": ".*", "read": ".*"}
+    )
     # Through stdin: the broker runs as its own user and may not read the test's temp dir.
     subprocess.run(
         ["rabbitmqctl", "-q", "import_definitions", "--format", "json"],
@@ -97,11 +118,31 @@ def imported_definitions() -> Any:
         return f"amqp://{renamed[user]}:{password}@127.0.0.1:5672/{quote(vhost, safe='')}"
 
     try:
-        yield url
+        yield Imported(
+            user_url=url,
+            test_url=f"amqp://{TEST_USER}:{TEST_USER}@127.0.0.1:5672/{quote(vhost, safe='')}",
+            queues=[queue["name"] for queue in document["queues"]],
+        )
     finally:
-        for name in renamed.values():
-            subprocess.run(["rabbitmqctl", "-q", "delete_user", name], capture_output=True)
-        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True)
+        # Side by side: each run starts a VM of its own, most of a second.
+        cleanups = [
+            *(["rabbitmqctl", "-q", "delete_user", name] for name in renamed.values()),
+            ["rabbitmqctl", "-q", "delete_vhost", vhost],
+        ]
+        running = [subprocess.Popen(args, stdout=DEVNULL, stderr=DEVNULL) for args in cleanups]
+        for process in running:
+            process.wait(timeout=60)
+
+
+@pytest.fixture
+async def imported_definitions(imported: Imported) -> Callable[[str], str]:
+    """The URL of each user of the imported definitions, every queue emptied for this test."""
+    async with await aio_pika.connect(imported.test_url) as connection:
+        channel = await connection.channel()
+        for name in imported.queues:
+            queue = await channel.get_queue(name, ensure=False)
+            await queue.purge()
+    return imported.user_url
 
 
 async def _connect(url: str) -> aio_pika.abc.AbstractConnection:
@@ -114,7 +155,9 @@ async def _connect(url: str) -> aio_pika.abc.AbstractConnection:
     return await aio_pika.connect(url)
 
 
-async def test_ingress_user_may_publish_but_not_consume(imported_definitions: Any) -> None:
+async def test_ingress_user_may_publish_but_not_consume(
+    imported_definitions: Callable[[str], str],
+) -> None:
     connection = await _connect(imported_definitions("ingress"))
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
@@ -127,7 +170,9 @@ async def test_ingress_user_may_publish_but_not_consume(imported_definitions: An
             await queue.get(fail=False)
 
 
-async def test_worker_user_may_consume_but_not_publish_events(imported_definitions: Any) -> None:
+async def test_worker_user_may_consume_but_not_publish_events(
+    imported_definitions: Callable[[str], str],
+) -> None:
     connection = await _connect(imported_definitions("worker"))
     async with connection:
         channel = await connection.channel(publisher_confirms=True)

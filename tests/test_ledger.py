@@ -251,13 +251,13 @@ async def test_list_filters_and_limits(ledger: Ledger) -> None:
     assert await ledger.list(provider="flexprice") == []
 
 
-async def test_opening_twice_keeps_the_schema_and_the_data(ledger_url: str) -> None:
-    first = await Ledger.open(ledger_url)
+async def test_opening_twice_keeps_the_schema_and_the_data(new_database_url: str) -> None:
+    first = await Ledger.open(new_database_url)
     await first.apply(event("e1"), lambda _: set_to("paid", "1.5"))
     await first.close()
 
     # Several processes may start at once against a new or existing database.
-    again = await asyncio.gather(Ledger.open(ledger_url), Ledger.open(ledger_url))
+    again = await asyncio.gather(Ledger.open(new_database_url), Ledger.open(new_database_url))
     try:
         payment = await again[0].get("jodo", "pay_1")
         assert payment is not None and payment.amount == Decimal("1.5")
@@ -265,7 +265,7 @@ async def test_opening_twice_keeps_the_schema_and_the_data(ledger_url: str) -> N
     finally:
         for opened in again:
             await opened.close()
-    assert await schema_versions(ledger_url) == list(range(1, len(MIGRATIONS) + 1))
+    assert await schema_versions(new_database_url) == list(range(1, len(MIGRATIONS) + 1))
 
 
 async def schema_versions(url: str) -> list[int]:
@@ -424,9 +424,9 @@ def apply_elsewhere(url: str, applied: LedgerEvent, decide: Decide) -> None:
 
 @pytest.mark.parametrize("exists", [False, True], ids=["created", "updated"])
 async def test_postgresql_a_write_between_read_and_write_is_not_lost(
-    pg_url: str, exists: bool
+    pg_ledger_url: str, exists: bool
 ) -> None:
-    async with await Ledger.open(pg_url) as ledger:
+    async with await Ledger.open(pg_ledger_url) as ledger:
         if exists:
             await ledger.apply(event("e0"), add("1"))
         seen: list[Decimal | None] = []
@@ -435,7 +435,7 @@ async def test_postgresql_a_write_between_read_and_write_is_not_lost(
             seen.append(None if current is None else current.amount)
             if len(seen) == 1:
                 # Another worker writes the payment after this read: this write must not win.
-                apply_elsewhere(pg_url, event("other"), add("10"))
+                apply_elsewhere(pg_ledger_url, event("other"), add("10"))
             return add("100")(current)
 
         assert await ledger.apply(event("mine"), decide) is True

@@ -36,7 +36,11 @@ class Result:
 
 
 async def hookpipe(ledger_url: str, *args: str) -> Result:
-    """Run `hookpipe ARGS` with only this ledger configured."""
+    """Run `hookpipe ARGS` with only this ledger configured.
+
+    A test's reads of a filled ledger run side by side (asyncio.gather): each run is mostly Python
+    starting. Not on a new SQLite file: two processes creating it at once may find it locked.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKPIPE_")}
     env |= {"HOOKPIPE_LEDGER_URL": ledger_url, "HOOKPIPE_LOG_FORMAT": "json"}
     process = await asyncio.create_subprocess_exec(
@@ -110,9 +114,11 @@ async def test_list_json_prints_one_object_per_line(filled: str) -> None:
 
 
 async def test_list_filters_and_limits(filled: str) -> None:
-    jodo_only = await hookpipe(filled, "payments", "list", "--provider", "jodo", "--json")
-    reversed_ = await hookpipe(filled, "payments", "list", "--status", "reversed", "--json")
-    one = await hookpipe(filled, "payments", "list", "--limit", "1", "--json")
+    jodo_only, reversed_, one = await asyncio.gather(
+        hookpipe(filled, "payments", "list", "--provider", "jodo", "--json"),
+        hookpipe(filled, "payments", "list", "--status", "reversed", "--json"),
+        hookpipe(filled, "payments", "list", "--limit", "1", "--json"),
+    )
 
     assert {p["payment_id"] for p in jodo_only.json_lines()} == {ORDER_ID, "direct_3257"}
     assert [p["payment_id"] for p in reversed_.json_lines()] == ["direct_3257"]
@@ -120,8 +126,10 @@ async def test_list_filters_and_limits(filled: str) -> None:
 
 
 async def test_list_and_show_without_json_are_readable(filled: str) -> None:
-    table = await hookpipe(filled, "payments", "list")
-    block = await hookpipe(filled, "payments", "show", "jodo", "direct_3257")
+    table, block = await asyncio.gather(
+        hookpipe(filled, "payments", "list"),
+        hookpipe(filled, "payments", "show", "jodo", "direct_3257"),
+    )
 
     assert table.code == 0, table.err
     header, *rows = table.out.splitlines()
