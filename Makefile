@@ -26,7 +26,7 @@ run: $(STAMP) services var/dev.env
 ## test: the test suite, against the local RabbitMQ and PostgreSQL
 test: $(STAMP)
 	@./scripts/ensure-services.sh --postgres
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 3
 
 ## bench: speed and memory, as ratios to ceilings measured in the same run
 bench: $(STAMP)

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import os
 import shutil
 import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
@@ -21,6 +23,7 @@ from urllib.parse import quote
 import aio_pika
 import asyncpg
 import pytest
+import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from hookpipe import constants as c
@@ -48,6 +51,21 @@ DREAMCLASS_SECRET = "dreamclass-test-secret"
 RAPYD_ACCESS_KEY = "rak_test_access"
 RAPYD_SECRET_KEY = "rsk_test_secret"
 FLEXPRICE_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was() -> Iterator[None]:
+    """A test that runs a command in-process (cli.main) configures logging for the whole
+    process; undone after it, so that no test depends on the ones before it."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    hooks = sys.unraisablehook, sys.excepthook
+    yield
+    if structlog.is_configured():
+        structlog.reset_defaults()
+    root.handlers, root.level = handlers, level
+    logging.captureWarnings(False)
+    sys.unraisablehook, sys.excepthook = hooks
 
 
 def fixture_bytes(name: str) -> bytes:
@@ -138,18 +156,28 @@ async def broker(
     amqp: AbstractRobustConnection, test_settings: Settings
 ) -> AsyncIterator[aio_pika.abc.AbstractChannel]:
     """The topology declared in the test vhost, every queue empty; yields a channel."""
-    channel = await amqp.channel()
-    await topology.declare(channel, test_settings)
     retry_queues = [
         topology.retry_queue_name(d) for d in topology.retry_delays_ms(test_settings.retry)
     ]
-    for name in (*ALL_QUEUES, *retry_queues):
-        queue = await channel.get_queue(name, ensure=False)
-        await queue.purge()
+    channel = await amqp.channel()
+    try:
+        # Declared by the first test that asks (or again once a test deleted a queue): a
+        # declaration per test cost about a tenth of a second, for nothing.
+        await _purge(channel, (*ALL_QUEUES, *retry_queues))
+    except aio_pika.exceptions.ChannelNotFoundEntity:
+        channel = await amqp.channel()  # the broker closed the other one
+        await topology.declare(channel, test_settings)
+        await _purge(channel, (*ALL_QUEUES, *retry_queues))
     try:
         yield channel
     finally:
         await channel.close()
+
+
+async def _purge(channel: aio_pika.abc.AbstractChannel, names: tuple[str, ...]) -> None:
+    underlay = await channel.get_underlay_channel()
+    for name in names:
+        await underlay.queue_purge(name)
 
 
 async def get_message(

@@ -38,6 +38,9 @@ def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "install",
             "--quiet",
             "--no-deps",
+            # The venv's own setuptools builds it: an isolated build environment would install
+            # one afresh each run.
+            "--no-build-isolation",
             "--target",
             target,
             EXAMPLE,
