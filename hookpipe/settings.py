@@ -133,8 +133,8 @@ class Settings:
     replay_memory: int = setting(
         100_000,
         values.non_negative_int,
-        help="webhook ids each ingress process remembers (~120 bytes each): a repeat of one is "
-        "answered 200 without a second publish (0: off)",
+        help="webhook ids each ingress process remembers (about 150 bytes each, 15 MB at the "
+        "default): a repeat of one is answered 200 without a second publish (0: off)",
     )
     publish_timeout: float = setting(
         5.0,
