@@ -131,9 +131,9 @@ class Settings:
         help="open connections per ingress process; past it a new one is answered 503",
     )
     replay_memory: int = setting(
-        100_000,
+        10_000,
         values.non_negative_int,
-        help="webhook ids each ingress process remembers (about 150 bytes each, 15 MB at the "
+        help="webhook ids each ingress process remembers (about 150 bytes each, 1.5 MB at the "
         "default): a repeat of one is answered 200 without a second publish (0: off)",
     )
     publish_timeout: float = setting(

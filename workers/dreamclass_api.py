@@ -22,6 +22,7 @@ import aiohttp
 import msgspec
 import structlog
 
+from hookpipe import personal
 from hookpipe.ingress.dreamclass import DreamClassSettings
 from hookpipe.schemas.dreamclass import (
     Invoice,
@@ -195,8 +196,10 @@ class DreamClassApi:
         try:
             return decode(body)
         except msgspec.DecodeError as exc:
-            # The path in msgspec's message locates the problem without quoting the data.
-            raise DreamClassApiError(f"DreamClass {what}: unexpected answer: {exc}") from exc
+            # The path in msgspec's message locates the problem; a value it quotes (an invalid
+            # enum value) is masked, as the answer may hold personal data.
+            problem = personal.mask_text(str(exc), quoted=True)
+            raise DreamClassApiError(f"DreamClass {what}: unexpected answer: {problem}") from exc
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
