@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Final
 
 import msgspec
 
@@ -22,8 +22,15 @@ AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 # from its text into a Decimal, keeping the scale that was sent and never passing through float.
 Money = Decimal
 
-# Whole seconds since the epoch, as Jodo's `timestamp` and Rapyd's `created_at` are.
-UnixSeconds = Annotated[int, msgspec.Meta(ge=0)]
+# Whole seconds since the epoch, as Jodo's `timestamp` and Rapyd's `created_at` are; bounded by
+# the end of year 9999, so that a value out of range is refused when decoding (its field named)
+# instead of overflowing a datetime or the ledger's BIGINT (as ms) later.
+LAST_SECOND: Final = 253_402_300_799  # 9999-12-31T23:59:59Z
+UnixSeconds = Annotated[int, msgspec.Meta(ge=0, le=LAST_SECOND)]
+# Milliseconds since the epoch, as DreamClass's `timestamp` is; the same bound.
+UnixMillis = Annotated[int, msgspec.Meta(ge=0, le=LAST_SECOND * 1000 + 999)]
+# A provider's numeric id: what a BIGINT holds.
+Id = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 
 
 def from_unix_seconds(seconds: int) -> datetime:

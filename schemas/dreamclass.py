@@ -12,7 +12,7 @@ from typing import Any, Final
 
 import msgspec
 
-from hookpipe.schemas.common import AwareDatetime, Money, Token
+from hookpipe.schemas.common import AwareDatetime, Id, Money, Token, UnixMillis
 
 # Payment status codes, as the webhook documentation lists them.
 STATUS_VALID: Final = 1
@@ -42,14 +42,14 @@ class Envelope(DreamClassStruct, kw_only=True, frozen=True):
     # Optional here, so that the ingress answers a missing signature with 401; required below.
     signature: str | None = None
     tenant: str | None = None  # the school's DreamClass domain, e.g. "my-school"
-    timestamp: int | None = None  # ms since the epoch, when DreamClass sent it
+    timestamp: UnixMillis | None = None  # ms since the epoch, when DreamClass sent it
 
 
 class _Sent(Envelope, kw_only=True, frozen=True):
     """An envelope of a handled type: its tenant and time are required."""
 
     tenant: str
-    timestamp: int
+    timestamp: UnixMillis
 
     @property
     def sent_at(self) -> datetime:
@@ -61,17 +61,17 @@ class _Sent(Envelope, kw_only=True, frozen=True):
 class PaymentMethodRef(DreamClassStruct, kw_only=True, frozen=True):
     """The payment method a webhook names; GetPaymentMethods says what it is."""
 
-    id: int
+    id: Id
     log_only: bool | None = msgspec.field(default=None, name="logOnlyPaymentMethod")
 
 
 class PaymentData(DreamClassStruct, kw_only=True, frozen=True):
     """`data` of PAYMENT_CREATED / PAYMENT_UPDATED; every field is required by the docs."""
 
-    id: int
+    id: Id
     amount: Money
     created_at: AwareDatetime = msgspec.field(name="createdAt")
-    invoice_id: int = msgspec.field(name="invoiceId")
+    invoice_id: Id = msgspec.field(name="invoiceId")
     # Free text typed by school staff: may name people, so it is decoded but never stored.
     public_notes: str | None = msgspec.field(default=None, name="publicNotes")
     private_notes: str | None = msgspec.field(default=None, name="privateNotes")
@@ -83,9 +83,9 @@ class PaymentData(DreamClassStruct, kw_only=True, frozen=True):
 class DeletedPaymentData(DreamClassStruct, kw_only=True, frozen=True):
     """`data` of PAYMENT_DELETED: only the payment id is relied upon, the rest may be missing."""
 
-    id: int
+    id: Id
     amount: Money | None = None
-    invoice_id: int | None = msgspec.field(default=None, name="invoiceId")
+    invoice_id: Id | None = msgspec.field(default=None, name="invoiceId")
 
 
 class PaymentEvent(_Sent, kw_only=True, frozen=True):
@@ -106,13 +106,13 @@ class PaymentDeletedEvent(_Sent, kw_only=True, frozen=True):
 class ApiPaymentMethodRef(DreamClassStruct, kw_only=True, frozen=True):
     """A payment method as an invoice's payment names it."""
 
-    id: int
+    id: Id
 
 
 class ApiPayment(DreamClassStruct, kw_only=True, frozen=True):
-    """A payment as GetInvoice lists it; fields the API leaves out fall back to the webhook."""
+    """A payment as GetInvoice lists it; a field the API leaves out stays empty."""
 
-    id: int
+    id: Id
     amount: Money | None = None
     status: int | None = None
     currency: str | None = None
@@ -133,7 +133,7 @@ class ApiPayment(DreamClassStruct, kw_only=True, frozen=True):
 class Invoice(DreamClassStruct, kw_only=True, frozen=True):
     """GetInvoice's answer: the invoice and the payments made against it."""
 
-    id: int
+    id: Id
     currency: str | None = None
     invoice_number: str | None = msgspec.field(default=None, name="invoiceNumber")
     payments: tuple[ApiPayment, ...] = ()
@@ -146,7 +146,7 @@ class Invoice(DreamClassStruct, kw_only=True, frozen=True):
 class PaymentMethod(DreamClassStruct, kw_only=True, frozen=True):
     """One entry of GetPaymentMethods (Cash, Bank Transfer, Online, Check, ...)."""
 
-    id: int
+    id: Id
     name: str | None = None
     translation: Any = None  # untyped in the docs: a label, or a map of labels per language
     log_only: bool | None = msgspec.field(default=None, name="logOnlyPaymentMethod")

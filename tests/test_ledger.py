@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import socket
 import sqlite3
@@ -446,3 +447,30 @@ async def test_postgresql_a_write_between_read_and_write_is_not_lost(
     assert payment is not None
     assert payment.amount == (before or 0) + 110
     assert payment.events[-2:] == ("other", "mine")
+
+
+async def test_a_value_the_database_refuses_is_a_permanent_error(ledger_url: str) -> None:
+    # A version past a BIGINT: the same write would be refused on every retry.
+    state = dataclasses.replace(set_to("paid"), version=10**19)
+    async with await Ledger.open(ledger_url) as ledger:
+        with pytest.raises(PermanentError, match="the ledger refused the values"):
+            await ledger.apply(event("e1"), lambda _: state)
+
+        assert await ledger.get("jodo", "pay_1") is None
+
+
+async def test_a_full_sqlite_disk_is_passing_and_says_where_and_why(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+    async with await Ledger.open(url) as ledger:
+        # The file may not grow by a page more: what SQLite says when the disk is full.
+        raw = ledger._driver._raw  # type: ignore[attr-defined]  # a test reaching in, on purpose
+        pages = await (await raw.execute("PRAGMA page_count")).fetchone()
+        await raw.execute(f"PRAGMA max_page_count = {pages[0]}")
+        big = set_to("paid", note="x" * 20_000)
+
+        with pytest.raises(TransientError) as caught:
+            await ledger.apply(event("e1"), lambda _: big)
+
+    message = str(caught.value)
+    assert "database or disk is full" in message
+    assert str(tmp_path / "ledger.sqlite3") in message

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -190,3 +191,17 @@ def test_payment_methods_decode_with_a_readable_label() -> None:
     assert (cash.label, cash.log_only) == ("Cash", True)
     assert (online.label, online.log_only) == ("Online", False)
     assert voucher.label is None
+
+
+@pytest.mark.parametrize(("field", "value"), [("timestamp", 10**16), ("id", 2**63)])
+def test_numbers_past_what_the_ledger_holds_are_refused_when_decoding(
+    field: str, value: int
+) -> None:
+    document = orjson.loads(fixture_bytes("dreamclass.PAYMENT_CREATED.json"))
+    if field == "id":
+        document["data"]["id"] = value
+    else:
+        document[field] = value
+
+    with pytest.raises(msgspec.ValidationError, match=f"\\$\\.(data\\.)?{field}"):
+        dc.payment_event_decoder.decode(json.dumps(document).encode())

@@ -163,3 +163,14 @@ def test_a_wrong_type_names_its_path() -> None:
 def test_a_body_that_is_not_json_is_a_decode_error() -> None:
     with pytest.raises(msgspec.DecodeError):
         jodo.decode(b"not json")
+
+
+@pytest.mark.parametrize("timestamp", [10**18, -1, 253_402_300_800])
+def test_a_timestamp_out_of_range_is_refused_when_decoding_with_its_field_named(
+    timestamp: int,
+) -> None:
+    document = orjson.loads(fixture_bytes("jodo.order.payment.debited.json"))
+    document["timestamp"] = timestamp
+
+    with pytest.raises(msgspec.ValidationError, match=r"\$\.timestamp"):
+        jodo.decode(orjson.dumps(document))

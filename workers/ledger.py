@@ -226,8 +226,10 @@ class _Driver(Protocol):
 class Ledger:
     """The payments ledger on SQLite or PostgreSQL; open with `await Ledger.open(url)`."""
 
-    def __init__(self, driver: _Driver) -> None:
+    def __init__(self, driver: _Driver, where: str = "the ledger") -> None:
         self._driver = driver
+        # Where it is (no password), for the messages that an operator must act on.
+        self._where = where
 
     @classmethod
     async def open(cls, url: str, *, pool_size: int = 10, create: bool = True) -> Ledger:
@@ -254,7 +256,7 @@ class Ledger:
             if _is_transient(exc):
                 raise TransientError(f"ledger unreachable: {_describe_reach(exc, url)}") from exc
             raise
-        ledger = cls(driver)
+        ledger = cls(driver, _where(url))
         try:
             await (ledger._migrate() if create else ledger._check_schema(url))
         except BaseException as exc:
@@ -291,7 +293,12 @@ class Ledger:
                     continue
         except Exception as exc:
             if _is_transient(exc):
-                raise TransientError(f"ledger write failed: {_describe(exc)}") from exc
+                raise TransientError(
+                    f"ledger write failed ({self._where}): {_describe(exc)}"
+                ) from exc
+            if _is_data_error(exc):
+                # The same values would be refused again: no retry can help.
+                raise PermanentError(f"the ledger refused the values: {_describe(exc)}") from exc
             raise
         raise TransientError("ledger write failed: the payment kept changing under it")
 
@@ -445,6 +452,9 @@ def _checked_status(status: str) -> str:
 # intervention (shutdown, statement timeout); and 55P03, lock not available.
 _PG_TRANSIENT_CLASSES: Final = ("08", "40", "53", "57")
 _SQLITE_TRANSIENT_WORDS: Final = ("locked", "busy", "disk i/o", "unable to open")
+# SQLite errors that pass once an operator acts (space freed, permissions given back); their
+# messages name the cause, not a row, so they are said in full.
+_SQLITE_STORAGE_WORDS: Final = ("disk is full", "readonly", "read-only")
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -458,12 +468,23 @@ def _is_transient(exc: BaseException) -> bool:
         return sqlstate[:2] in _PG_TRANSIENT_CLASSES or sqlstate == "55P03"
     if isinstance(exc, sqlite3.OperationalError):
         message = str(exc).lower()
-        return any(word in message for word in _SQLITE_TRANSIENT_WORDS)
+        return any(word in message for word in (*_SQLITE_TRANSIENT_WORDS, *_SQLITE_STORAGE_WORDS))
     return False
 
 
+def _is_data_error(exc: BaseException) -> bool:
+    """A value the database refuses (out of range, not a number): the same every time."""
+    # SQLSTATE class 22 on PostgreSQL; on SQLite, Python's int past 64 bits.
+    return isinstance(exc, asyncpg.DataError | sqlite3.DataError | OverflowError)
+
+
 def _describe(exc: BaseException) -> str:
-    """The error's type and SQLSTATE, never its text: that may quote the values of a row."""
+    """The error's type and SQLSTATE, never its text (that may quote the values of a row), but
+    for the SQLite errors whose text is only their cause (the disk full, a read-only file)."""
+    if isinstance(exc, sqlite3.OperationalError):
+        message = str(exc)
+        if any(word in message.lower() for word in _SQLITE_STORAGE_WORDS):
+            return f"{type(exc).__name__}: {message}"
     sqlstate = getattr(exc, "sqlstate", None)
     return type(exc).__name__ + (f" (SQLSTATE {sqlstate})" if sqlstate else "")
 
