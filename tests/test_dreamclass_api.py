@@ -180,6 +180,24 @@ async def test_a_slow_answer_times_out_is_retried_then_raises_transient_error(
     assert len(dreamclass_fake.requests_of("invoice")) == 3
 
 
+async def test_a_timeout_longer_than_the_retry_budget_still_leaves_room_for_a_retry(
+    dreamclass_fake: FakeDreamClass, make_settings: Callable[..., Settings]
+) -> None:
+    # As with the defaults (5 s per try, 4 s of waits): the first try times out, the second is
+    # answered.
+    dreamclass_fake.add_invoice(16)
+    dreamclass_fake.script("invoice", delay=5.0)
+    settings = dreamclass_fake.settings(make_settings(), api_timeout=0.3)
+
+    async with DreamClassApi(
+        settings.section(DreamClassSettings), backoff=BACKOFF, retry_budget=0.2
+    ) as api:
+        invoice = await api.get_invoice(TENANT, 16)
+
+    assert invoice.id == 16
+    assert len(dreamclass_fake.requests_of("invoice")) == 2
+
+
 async def test_a_slow_answer_then_a_quick_one_succeeds(
     dreamclass_fake: FakeDreamClass, make_api: MakeApi
 ) -> None:

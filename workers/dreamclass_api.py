@@ -152,8 +152,10 @@ class DreamClassApi:
         url = self._base_url + path
         # The DreamClass API takes the school from these headers; the webhook names it `tenant`.
         headers = {"tenant": tenant, "schoolCode": tenant}
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+        # The budget bounds the waits between tries only: counting the tries' own time too, a
+        # timed-out first try (HOOKPIPE_DREAMCLASS_API_TIMEOUT, 5 s) used up the whole 4 s
+        # budget, and no call was ever tried twice.
+        waited = 0.0
         retry_after: float | None = None
         tries = 0
         while True:
@@ -180,7 +182,6 @@ class DreamClassApi:
             except (aiohttp.ClientError, TimeoutError) as exc:
                 problem = "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__
             delay = retry_after if retry_after is not None else self._backoff * 2 ** (tries - 1)
-            waited = loop.time() - started
             log.warning(
                 "dreamclass api call failed",
                 call=what,
@@ -193,6 +194,7 @@ class DreamClassApi:
                     f"DreamClass {what}: {problem} ({tries} tries)", retry_after=retry_after
                 )
             await asyncio.sleep(delay)
+            waited += delay
         try:
             return decode(body)
         except msgspec.DecodeError as exc:
