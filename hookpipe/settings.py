@@ -113,6 +113,12 @@ class Settings:
         values.ledger_url,
         help="the ledger; `postgresql://user@host/db` for production",
     )
+    ledger_timeout: float = setting(
+        10.0,
+        values.positive_float,
+        help="seconds a PostgreSQL connect, statement or wait for a pooled connection may take "
+        "before the event is retried later",
+    )
     ledger_pool_size: int = setting(
         10,
         values.positive_int,

@@ -8,6 +8,7 @@ import os
 import socket
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 
 from hookpipe.workers.errors import LedgerSetupError, PermanentError, TransientError
 from hookpipe.workers.ledger import MIGRATIONS, Decide, Ledger, LedgerEvent, Payment, PaymentState
+from tests.tcp_proxy import TcpProxy
 
 
 @pytest.fixture
@@ -474,3 +476,22 @@ async def test_a_full_sqlite_disk_is_passing_and_says_where_and_why(tmp_path: Pa
     message = str(caught.value)
     assert "database or disk is full" in message
     assert str(tmp_path / "ledger.sqlite3") in message
+
+
+async def test_a_silent_postgresql_network_times_out_as_passing(pg_ledger_url: str) -> None:
+    async with TcpProxy("127.0.0.1", 5432) as proxy:
+        ledger = await Ledger.open(proxy.url_for(pg_ledger_url), pool_size=1, timeout=0.5)
+        try:
+            await ledger.apply(event("e1"), lambda _: set_to("paid"))
+            proxy.freeze()  # every byte held: the server never hears, the client never learns
+            started = time.monotonic()
+
+            with pytest.raises(TransientError):
+                await ledger.apply(event("e2"), lambda _: set_to("refunded"))
+            with pytest.raises(TransientError):  # the pool's one connection is still held
+                await ledger.apply(event("e3"), lambda _: set_to("refunded"))
+
+            assert time.monotonic() - started < 3.0
+        finally:
+            proxy.thaw()
+            await ledger.close()

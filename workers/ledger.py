@@ -232,12 +232,16 @@ class Ledger:
         self._where = where
 
     @classmethod
-    async def open(cls, url: str, *, pool_size: int = 10, create: bool = True) -> Ledger:
+    async def open(
+        cls, url: str, *, pool_size: int = 10, create: bool = True, timeout: float = 10.0
+    ) -> Ledger:
         """Connect to `url` (sqlite:///path or postgresql://...) and create or migrate the schema;
         with create=False (the commands that only read) neither, and a ledger that does not
         exist yet is an error.
 
-        `pool_size` bounds PostgreSQL connections; SQLite uses one. Raises TransientError when the
+        `pool_size` bounds PostgreSQL connections; SQLite uses one. `timeout` bounds connecting,
+        each statement and each wait for a pooled connection on PostgreSQL (SQLite waits for its
+        file's lock up to its busy timeout). Raises TransientError when the
         database cannot be reached, LedgerSetupError when it cannot be used as configured.
         """
         scheme = urlsplit(url).scheme
@@ -246,7 +250,7 @@ class Ledger:
             if scheme == "sqlite":
                 driver = await _SqliteDriver.connect(_sqlite_path(url, create=create), create)
             elif scheme in ("postgresql", "postgres"):
-                driver = await _PostgresDriver.connect(url, pool_size)
+                driver = await _PostgresDriver.connect(url, pool_size, timeout)
             else:
                 raise ValueError(f"unsupported ledger URL scheme {scheme!r}")
         except Exception as exc:
@@ -735,29 +739,37 @@ class _PostgresConnection:
 class _PostgresDriver:
     column_types: Final = {"amount": "NUMERIC", "json": "JSONB", "time": "TIMESTAMPTZ"}
 
-    def __init__(self, pool: Any) -> None:
+    def __init__(self, pool: Any, timeout: float) -> None:
         self._pool = pool
+        self._timeout = timeout
 
     @classmethod
-    async def connect(cls, url: str, pool_size: int) -> _PostgresDriver:
+    async def connect(cls, url: str, pool_size: int, timeout: float) -> _PostgresDriver:
         pool = await asyncpg.create_pool(
             url,
             min_size=1,
             max_size=pool_size,
-            timeout=10,  # to connect
+            timeout=timeout,  # to connect
+            # Client-side, for what the server cannot end itself: a network that went silent
+            # (a black hole, a dead peer) would otherwise hold the statement for good.
+            command_timeout=timeout,
             server_settings=_PG_SERVER_SETTINGS,
             reset=_keep_session,
         )
-        return cls(pool)
+        return cls(pool, timeout)
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[_Connection]:
-        async with self._pool.acquire() as connection:
+        # Waiting for a pooled connection is bounded too: every one may be stuck as above.
+        async with self._pool.acquire(timeout=self._timeout) as connection:
             yield _PostgresConnection(connection)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[_Connection]:
-        async with self._pool.acquire() as connection, connection.transaction():
+        async with (
+            self._pool.acquire(timeout=self._timeout) as connection,
+            connection.transaction(),
+        ):
             yield _PostgresConnection(connection)
 
     def writer(self, locked: bool) -> AbstractAsyncContextManager[_Connection]:

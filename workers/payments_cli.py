@@ -54,7 +54,9 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     from hookpipe.workers.ledger import Ledger
 
     try:
-        async with await Ledger.open(settings.ledger_url, create=False) as ledger:
+        async with await Ledger.open(
+            settings.ledger_url, create=False, timeout=settings.ledger_timeout
+        ) as ledger:
             if args.action == "show":
                 payment = await ledger.get(args.provider, args.payment_id)
                 if payment is None:

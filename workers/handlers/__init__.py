@@ -22,7 +22,11 @@ async def open_handlers(settings: Settings) -> AsyncIterator[dict[str, Handler]]
     handlers do not match its events.
     """
     async with AsyncExitStack() as stack:
-        ledger = await Ledger.open(settings.ledger_url, pool_size=settings.ledger_pool_size)
+        ledger = await Ledger.open(
+            settings.ledger_url,
+            pool_size=settings.ledger_pool_size,
+            timeout=settings.ledger_timeout,
+        )
         stack.push_async_callback(ledger.close)
         context = HandlerContext(settings, ledger, stack)
         table: dict[str, Handler] = {}
