@@ -154,7 +154,10 @@ class Settings:
         help="the quorum queues' delivery limit: the backstop for a message that crashes workers",
     )
     worker_concurrency: int = setting(
-        32, values.positive_int, help="handlers at once per worker process (and its prefetch)"
+        32,
+        values.positive_int,
+        help="handlers at once per provider in a worker process, a bulkhead each (and each "
+        "queue's prefetch)",
     )
     worker_metrics_port: int = setting(
         9101, values.port, help="a worker's Prometheus port (0: none)"

@@ -284,6 +284,33 @@ async def test_a_hanging_handler_does_not_stop_the_others(
     assert await queue_depth(broker, topology.dlq_name(Q)) == 0
 
 
+async def test_a_provider_whose_handlers_all_hang_holds_only_its_own_slots(
+    broker: Channel, make_settings: Callable[..., Settings]
+) -> None:
+    # DreamClass's API hangs: every slot of its bulkhead is held. Jodo's events still go through.
+    dreamclass_queue = "dreamclass.PAYMENT_CREATED"
+    hanging = 0
+    done: list[str] = []
+
+    async def hangs(delivery: Delivery) -> None:
+        nonlocal hanging
+        hanging += 1
+        await asyncio.Event().wait()
+
+    async def quick(delivery: Delivery) -> None:
+        done.append(delivery.event_id)
+
+    settings = make_settings(shutdown_grace=0.2)
+    async with Worker(settings, {dreamclass_queue: hangs, Q: quick}, concurrency=3):
+        for n in range(6):
+            await publish_event(broker, dreamclass_queue, event_id=f"dc-{n}")
+        await wait_until(lambda: hanging == 3, what="the DreamClass slots all held")
+        for n in range(10):
+            await publish_event(broker, Q, event_id=f"jodo-{n}")
+        await wait_until(lambda: len(done) == 10, what="Jodo's events beside the hanging ones")
+        assert hanging == 3  # its own bulkhead bounds it
+
+
 async def test_concurrency_bounds_the_handlers_running_at_once(
     broker: Channel, test_settings: Settings
 ) -> None:

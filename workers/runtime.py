@@ -87,7 +87,8 @@ def _where(exc: BaseException) -> str:
 
 
 class Worker:
-    """Consumes handled queues with up to `concurrency` handlers at once; `stop()` drains."""
+    """Consumes handled queues with up to `concurrency` handlers at once per provider;
+    `stop()` drains."""
 
     def __init__(
         self,
@@ -105,8 +106,13 @@ class Worker:
         self.metrics = metrics or WorkerMetrics()
         self.name = f"{connection_name('worker')}[{os.getpid()}]"
         # prefetch is per consumer on quorum queues (they refuse a channel-wide one), so a
-        # worker holds up to concurrency messages per queue; this bounds the handlers running.
-        self._slots = asyncio.Semaphore(self.concurrency)
+        # worker holds up to concurrency messages per queue. The handlers running are bounded
+        # per provider, a bulkhead each: a provider whose dependency hangs (the DreamClass API)
+        # holds its own slots only, and the other providers' events go on.
+        self._slots = {
+            provider: asyncio.Semaphore(self.concurrency)
+            for provider in {queue.partition(".")[0] for queue in self.handlers}
+        }
         self._tasks: set[asyncio.Task[None]] = set()
         self._waiting: set[asyncio.Task[None]] = set()
         self._consumers: list[tuple[AbstractQueue, ConsumerTag]] = []
@@ -203,16 +209,17 @@ class Worker:
             # Delivered between basic.cancel and its reply: straight back to the queue.
             await self._requeue(message)
             return
+        slots = self._slots[queue.partition(".")[0]]
         try:
             self._waiting.add(task)
             try:
-                await self._slots.acquire()
+                await slots.acquire()
             finally:
                 self._waiting.discard(task)
             try:
                 await self._handle(queue, message)
             finally:
-                self._slots.release()
+                slots.release()
         except asyncio.CancelledError:
             # Shutdown: the message was not finished, so it must not be acked.
             if not message.processed:
