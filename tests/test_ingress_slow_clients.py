@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aio_pika
@@ -16,7 +17,8 @@ from aiohttp import web
 from hookpipe.ingress.app import PUBLISHER, create_app
 from hookpipe.ingress.server import GuardedSite, listening_socket, server_options
 from hookpipe.settings import Settings
-from tests.ingress_support import MakeSettings, signed
+from tests.conftest import fixture_bytes
+from tests.ingress_support import SEEDS, MakeSettings, signed
 from tests.worker_support import wait_until
 
 Channel = aio_pika.abc.AbstractChannel
@@ -76,15 +78,9 @@ async def test_slow_connections_are_dropped_and_webhooks_stay_prompt(
     ).encode()
     stalled_bodies = [await _open(url, request_head + body[: len(body) // 2]) for _ in range(100)]
 
-    latencies = []
     async with aiohttp.ClientSession() as session:
         # 100 webhooks at 100 per second while the 200 stall.
-        for _ in range(100):
-            started = time.perf_counter()
-            async with session.post(f"{url}/webhooks/jodo", data=body, headers=headers) as answer:
-                assert answer.status == 200
-            latencies.append(time.perf_counter() - started)
-            await asyncio.sleep(max(0.0, 0.01 - latencies[-1]))
+        latencies = await _webhooks_at_100_per_second(session, url)
 
         # Past the read timeout: the half bodies get 408, the half headers are hung up on.
         for reader, _ in stalled_bodies:
@@ -95,12 +91,33 @@ async def test_slow_connections_are_dropped_and_webhooks_stay_prompt(
         dropped = await _metric(
             session, url, 'hookpipe_ingress_connections_dropped_total{reason="slow"}'
         )
-    for _, writer in (*stalled_headers, *stalled_bodies):
-        writer.close()
+        for _, writer in (*stalled_headers, *stalled_bodies):
+            writer.close()
+        # The same without the stall, for what this machine gives at this moment.
+        baseline = await _webhooks_at_100_per_second(session, url)
 
     p99 = statistics.quantiles(latencies, n=100)[98]
-    assert p99 < 0.1, f"p99 {p99 * 1000:.0f} ms"
+    unloaded = statistics.quantiles(baseline, n=100)[98]
+    # Under 100 ms (tests.attack measures 64 ms), or no worse than 3x the unloaded p99 when the
+    # machine is busy with other tests.
+    assert p99 < max(0.1, 3 * unloaded), f"p99 {p99 * 1000:.0f} ms, {unloaded * 1000:.0f} ms alone"
     assert dropped == 100
+
+
+async def _webhooks_at_100_per_second(session: aiohttp.ClientSession, url: str) -> list[float]:
+    """The latencies of 100 webhooks, each its own event (so that each is published)."""
+    latencies = []
+    for _ in range(100):
+        fresh = fixture_bytes(SEEDS["jodo"][0]).replace(
+            SEEDS["jodo"][2].encode(), str(uuid.uuid4()).encode()
+        )
+        body, headers = signed("jodo", fresh)
+        started = time.perf_counter()
+        async with session.post(f"{url}/webhooks/jodo", data=body, headers=headers) as answer:
+            assert answer.status == 200
+        latencies.append(time.perf_counter() - started)
+        await asyncio.sleep(max(0.0, 0.01 - latencies[-1]))
+    return latencies
 
 
 async def test_past_the_connection_cap_a_new_connection_gets_503(
