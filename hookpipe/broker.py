@@ -15,6 +15,7 @@ import aio_pika
 import aiormq
 import structlog
 from aio_pika.abc import AbstractRobustConnection
+from yarl import URL
 
 from hookpipe.errors import BrokerUnavailable, SetupError
 
@@ -35,14 +36,21 @@ def connection_name(role: str) -> str:
     return f"{role}@{socket.gethostname()}"
 
 
-async def connect(amqp_url: str, role: str, *, timeout: float = 10.0) -> AbstractRobustConnection:
-    """A robust connection named after `role`; it reconnects by itself after a broker outage.
+async def connect(
+    amqp_url: str,
+    role: str,
+    *,
+    timeout: float = 10.0,
+    reconnect_interval: float | None = None,
+) -> AbstractRobustConnection:
+    """A robust connection named after `role`; it reconnects by itself after a broker outage,
+    every `reconnect_interval` seconds (HOOKPIPE_RECONNECT_INTERVAL; aio-pika's 5 s if None).
 
     Raises BrokerConnectError when the first connection cannot be made.
     """
     try:
         connection = await aio_pika.connect_robust(
-            amqp_url,
+            with_reconnect_interval(amqp_url, reconnect_interval),
             client_properties={"connection_name": connection_name(role)},
             timeout=timeout,
         )
@@ -50,6 +58,15 @@ async def connect(amqp_url: str, role: str, *, timeout: float = 10.0) -> Abstrac
         raise explain(exc, amqp_url) from exc
     _log_losses(connection)
     return connection
+
+
+def with_reconnect_interval(url: str, seconds: float | None) -> str:
+    """`url` asking aio-pika to reconnect every `seconds`; a URL's own `reconnect_interval`
+    wins."""
+    parsed = URL(url)
+    if seconds is None or "reconnect_interval" in parsed.query:
+        return url
+    return str(parsed.update_query(reconnect_interval=f"{seconds:g}"))
 
 
 def explain(exc: BaseException, amqp_url: str) -> BrokerConnectError:

@@ -108,6 +108,12 @@ class Settings:
     amqp_url: str = setting(
         "amqp://guest:guest@127.0.0.1:5672/", values.amqp_url, help="the broker"
     )
+    reconnect_interval: float = setting(
+        1.0,
+        values.positive_float,
+        help="seconds between attempts to reconnect to the broker, for the ingress and the "
+        "workers alike (a `reconnect_interval` in the URL wins)",
+    )
     ledger_url: str = setting(
         "sqlite:///var/ledger.sqlite3",
         values.ledger_url,

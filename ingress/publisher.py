@@ -18,7 +18,6 @@ import structlog
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS, AMQPChannelError, DeliveryError
 from pamqp.commands import Basic
-from yarl import URL
 
 from hookpipe import constants as c
 from hookpipe import topology
@@ -30,10 +29,8 @@ from hookpipe.settings import Settings
 log = structlog.get_logger()
 
 APP_ID: Final = "hookpipe-ingress"
-# Seconds between reconnection attempts. aio-pika's default is 5; the ingress answers 503 for as
-# long as it is disconnected, so it tries more often. A URL's own `reconnect_interval` wins.
-RECONNECT_INTERVAL: Final = 1.0
-# The first connection, before the robust connection exists, backs off from this up to the above.
+# The first connection, before the robust connection exists, backs off from this up to
+# HOOKPIPE_RECONNECT_INTERVAL, the interval of the robust connection's own attempts after.
 _FIRST_RETRY: Final = 0.1
 # The watchdog looks at the channel this often and replaces one seen closed twice in a row, while
 # the connection is up: once could be a robust channel in the middle of restoring itself.
@@ -46,7 +43,8 @@ class Publisher:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._url = _with_reconnect_interval(settings.amqp_url)
+        self._url = settings.amqp_url
+        self._reconnect_interval = settings.reconnect_interval
         self._timeout = settings.publish_timeout
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
@@ -152,14 +150,19 @@ class Publisher:
         delay = _FIRST_RETRY
         while True:
             try:
-                return await connect(self._url, "ingress", timeout=self._timeout)
+                return await connect(
+                    self._url,
+                    "ingress",
+                    timeout=self._timeout,
+                    reconnect_interval=self._reconnect_interval,
+                )
             except BrokerConnectError as exc:
                 # Answering 503 meanwhile; a refused login or vhost needs the operator.
                 (log.error if exc.permanent else log.warning)(
                     "broker unreachable; retrying", reason=str(exc), retry_in=delay
                 )
             await asyncio.sleep(delay)
-            delay = min(delay * 2, RECONNECT_INTERVAL)
+            delay = min(delay * 2, self._reconnect_interval)
 
     async def _declare_topology(self, connection: AbstractRobustConnection) -> None:
         while True:
@@ -180,7 +183,7 @@ class Publisher:
                 return
             except CONNECTION_EXCEPTIONS as exc:
                 log.warning("declaring the topology failed; retrying", error=type(exc).__name__)
-                await asyncio.sleep(RECONNECT_INTERVAL)
+                await asyncio.sleep(self._reconnect_interval)
 
     async def _open_channel(self, connection: AbstractRobustConnection) -> AbstractRobustChannel:
         while True:
@@ -190,11 +193,4 @@ class Publisher:
                 log.warning(
                     "opening the publishing channel failed; retrying", error=type(exc).__name__
                 )
-                await asyncio.sleep(RECONNECT_INTERVAL)
-
-
-def _with_reconnect_interval(url: str) -> str:
-    parsed = URL(url)
-    if "reconnect_interval" in parsed.query:
-        return url
-    return str(parsed.update_query(reconnect_interval=str(RECONNECT_INTERVAL)))
+                await asyncio.sleep(self._reconnect_interval)

@@ -141,7 +141,11 @@ class Worker:
 
     async def start(self) -> None:
         """Connect, declare the topology, and start consuming every queue of `handlers`."""
-        self._connection = await connect(self.settings.amqp_url, "worker")
+        self._connection = await connect(
+            self.settings.amqp_url,
+            "worker",
+            reconnect_interval=self.settings.reconnect_interval,
+        )
         try:
             # on_return_raises: an unroutable retry or dead letter must fail its publish (and
             # the original be requeued), not be confirmed and silently dropped.
