@@ -82,6 +82,24 @@ class DreamClassSettings:
     api_timeout: float = setting(
         5.0, values.positive_float, help="seconds one DreamClass API request may take"
     )
+    api_rate: float = setting(
+        20.0,
+        values.non_negative_float,
+        help="DreamClass API requests a second per worker process at most (0: no limit), so "
+        "that a replay of many dead letters does not hammer a school's API",
+    )
+    api_breaker_failures: int = setting(
+        5,
+        values.non_negative_int,
+        help="failed DreamClass API requests in a row after which the workers stop calling it "
+        "for a cooldown, sending the events to the delayed retry at once (0: never)",
+    )
+    api_breaker_cooldown: float = setting(
+        30.0,
+        values.positive_float,
+        help="seconds the DreamClass API is not called once the breaker opened; then one "
+        "request probes it",
+    )
     payment_methods_ttl: float = setting(
         300.0,
         values.non_negative_float,

@@ -31,6 +31,7 @@ from hookpipe.schemas.dreamclass import (
     payment_methods_decoder,
 )
 from hookpipe.workers.errors import PermanentError, TransientError
+from hookpipe.workers.outbound import CircuitBreaker, RateLimit
 
 T = TypeVar("T")
 
@@ -89,6 +90,10 @@ class DreamClassApi:
         self._payment_methods_path = settings.api_payment_methods_path
         self._methods_ttl = settings.payment_methods_ttl
         self._tries = tries
+        self._rate = RateLimit(settings.api_rate)
+        self._breaker = CircuitBreaker(
+            "DreamClass API", settings.api_breaker_failures, settings.api_breaker_cooldown
+        )
         self._retry_budget = retry_budget
         self._backoff = backoff
         self._clock = clock
@@ -162,25 +167,30 @@ class DreamClassApi:
             tries += 1
             retry_after = None
             problem = ""
+            self._breaker.before()  # TransientError at once while the API keeps failing
+            await self._rate.wait()
             try:
                 async with self._session.get(url, headers=headers) as response:
                     status = response.status
                     if 200 <= status < 300:
                         body = await response.read()
+                        self._breaker.succeeded()
                         break
                     if status == 429 or status >= 500:
                         retry_after = parse_retry_after(response.headers.get("Retry-After"))
                         problem = f"HTTP {status}"
-                    elif status == 404:
-                        raise DreamClassNotFound(
-                            f"DreamClass {what}: not found (HTTP 404)", status=status
-                        )
                     else:
+                        self._breaker.succeeded()  # it answers: a refusal, not an outage
+                        if status == 404:
+                            raise DreamClassNotFound(
+                                f"DreamClass {what}: not found (HTTP 404)", status=status
+                            )
                         raise DreamClassApiError(
                             f"DreamClass {what}: refused (HTTP {status})", status=status
                         )
             except (aiohttp.ClientError, TimeoutError) as exc:
                 problem = "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__
+            self._breaker.failed()
             delay = retry_after if retry_after is not None else self._backoff * 2 ** (tries - 1)
             log.warning(
                 "dreamclass api call failed",
