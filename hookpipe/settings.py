@@ -341,12 +341,16 @@ def _raw(environ: Mapping[str, str], name: str) -> str | None:
 
 
 def _without_password(value: str) -> str:
-    """A value fit for an error message: a URL's password (amqp://user:pw@host) is masked."""
-    try:
-        password = urlsplit(value).password
-    except ValueError:
-        return "[not shown]"
-    return value if password is None else value.replace(f":{password}@", ":***@", 1)
+    """A value fit for an error message: every URL's password (amqp://user:pw@host, in a
+    comma-separated list too) is masked."""
+    shown = []
+    for part in value.split(","):
+        try:
+            password = urlsplit(part).password
+        except ValueError:
+            return "[not shown]"
+        shown.append(part if password is None else part.replace(f":{password}@", ":***@", 1))
+    return ",".join(shown)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,12 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def amqp_url(value: str) -> str:
+    if "," in value:
+        # A list of nodes would pass the check below and then fail at every connection.
+        raise ValueError(
+            "expected one URL: several nodes are not supported yet (put a load balancer in "
+            "front of the cluster, or give one node)"
+        )
     if urlsplit(value).scheme not in ("amqp", "amqps"):
         raise ValueError("expected an amqp:// or amqps:// URL")
     return value
