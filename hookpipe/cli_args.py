@@ -30,5 +30,6 @@ def arg(parse: Callable[[str], T]) -> Callable[[str], T]:
 
 
 positive_int = arg(values.positive_int)
+listen_port = arg(values.listen_port)
 positive_float = arg(values.positive_float)
 positive_duration = arg(values.positive_duration)

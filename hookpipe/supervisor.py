@@ -43,7 +43,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--host", default="127.0.0.1", help="address the ingress listens on (default: 127.0.0.1)"
     )
     parser.add_argument(
-        "--port", type=int, default=8080, help="port the ingress listens on (default: 8080)"
+        "--port",
+        type=cli_args.listen_port,
+        default=8080,
+        help="port the ingress listens on (default: 8080)",
     )
     parser.add_argument(
         "--workers",

@@ -104,6 +104,13 @@ def port(value: str) -> int:
     return parsed
 
 
+def listen_port(value: str) -> int:
+    parsed = whole_number(value)
+    if not 0 <= parsed <= 65535:
+        raise ValueError("expected a port number from 0 to 65535 (0: any free port)")
+    return parsed
+
+
 def positive_float(value: str) -> float:
     parsed = number(value)
     if not parsed > 0:

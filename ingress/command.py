@@ -8,13 +8,15 @@ import contextlib
 import signal
 from collections.abc import Callable
 
-from hookpipe import providers
+from hookpipe import cli_args, providers
 from hookpipe.settings import Settings
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
-    parser.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    parser.add_argument(
+        "--port", type=cli_args.listen_port, default=8080, help="port to listen on (default 8080)"
+    )
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

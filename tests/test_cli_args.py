@@ -41,3 +41,14 @@ def test_the_command_exits_2_naming_the_option(capsys: pytest.CaptureFixture[str
         main(["payments", "list", "--limit", "0"])
     assert exit_info.value.code == 2
     assert "--limit: expected a whole number above 0 (got '0')" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["ingress", "run"])
+def test_a_port_out_of_range_is_a_usage_error(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--port", "70000"])
+
+    assert exited.value.code == 2
+    assert "argument --port: expected a port number from 0 to 65535" in capsys.readouterr().err
