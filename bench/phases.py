@@ -30,7 +30,7 @@ WORKER_RSS_MB = 150.0
 # caches settle in steps, so zero is not measurable; 1 MB per 100k stays under 10 MB at 1M.
 GROWTH_PER_100K_MB = 1.0
 # Webhooks the memory targets are stated for; the readings are extrapolated to it.
-SPEC_MEMORY_EVENTS = 1_000_000
+MEMORY_TARGET_EVENTS = 1_000_000
 # Each wrk run gets events of its own; past this many requests they repeat (noted if so).
 WRK_EVENTS = 60_000
 
@@ -556,7 +556,7 @@ async def memory(b: Bench, figs: dict[str, Figure]) -> None:
         figs[f"{name}_rss"].value = end
         figs[f"{name}_growth"].value = growth
         figs[f"{name}_rss_1m"].value = end + max(growth, 0.0) * (
-            max(SPEC_MEMORY_EVENTS - through, 0) / 100_000
+            max(MEMORY_TARGET_EVENTS - through, 0) / 100_000
         )
         figs[
             f"{name}_rss"

@@ -15,7 +15,7 @@ import orjson
 
 @dataclass(slots=True)
 class Figure:
-    """One measured figure, the ceiling it is compared with, and the spec's target, if any."""
+    """One measured figure, the ceiling it is compared with, and its target, if it has one."""
 
     key: str
     label: str
