@@ -7,6 +7,7 @@ password in it. A connection that is lost and comes back says so once each in th
 
 from __future__ import annotations
 
+import random
 import socket
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -46,18 +47,74 @@ async def connect(
     """A robust connection named after `role`; it reconnects by itself after a broker outage,
     every `reconnect_interval` seconds (HOOKPIPE_RECONNECT_INTERVAL; aio-pika's 5 s if None).
 
-    Raises BrokerConnectError when the first connection cannot be made.
+    `amqp_url` may list several nodes of one cluster, comma-separated: they are tried in a random
+    order (so that processes spread over them), and after a lost connection or a failed attempt
+    the next attempt goes to the next node. Raises BrokerConnectError when no node takes the
+    first connection.
     """
-    try:
-        connection = await aio_pika.connect_robust(
-            with_reconnect_interval(amqp_url, reconnect_interval),
-            client_properties={"connection_name": connection_name(role)},
-            timeout=timeout,
-        )
-    except (aiormq.exceptions.AMQPError, OSError, TimeoutError) as exc:
-        raise explain(exc, amqp_url) from exc
-    _log_losses(connection)
-    return connection
+    nodes = [with_reconnect_interval(url, reconnect_interval) for url in nodes_of(amqp_url)]
+    random.shuffle(nodes)
+    refused: list[BrokerConnectError] = []
+    for first in range(len(nodes)):
+        order = tuple(URL(url) for url in nodes[first:] + nodes[:first])
+        connection_class = type("NodesConnection", (_NodesConnection,), {"NODES": order})
+        try:
+            connection: AbstractRobustConnection = await aio_pika.connect_robust(
+                str(order[0]),
+                client_properties={"connection_name": connection_name(role)},
+                timeout=timeout,
+                connection_class=connection_class,
+            )
+        except (aiormq.exceptions.AMQPError, OSError, TimeoutError) as exc:
+            refused.append(explain(exc, nodes[first]))
+            continue
+        _log_losses(connection)
+        return connection
+    if len(refused) == 1:
+        raise refused[0]
+    raise BrokerConnectError(
+        "no broker node took the connection: " + "; ".join(str(e) for e in refused),
+        permanent=all(e.permanent for e in refused),
+    )
+
+
+def nodes_of(amqp_url: str) -> list[str]:
+    """The URLs of a comma-separated HOOKPIPE_AMQP_URL (one or more)."""
+    return [part.strip() for part in amqp_url.split(",") if part.strip()]
+
+
+class _NodesConnection(aio_pika.RobustConnection):
+    """A robust connection over several nodes: every attempt after the first (on a lost
+    connection, or after a failed attempt) goes to the next node in NODES."""
+
+    NODES: tuple[URL, ...] = ()
+
+    def __init__(self, url: URL, *args: Any, **kwargs: Any) -> None:
+        self._nodes = list(self.NODES) or [URL(url)]
+        self._node = 0
+        # aio-pika sets `transport` to None in __init__ and before every attempt.
+        self._resets = 0
+        super().__init__(url, *args, **kwargs)
+
+    @property
+    def url(self) -> URL:
+        return self._nodes[self._node]
+
+    @url.setter
+    def url(self, value: URL) -> None:
+        self._nodes[self._node] = URL(value)
+
+    @property
+    def transport(self) -> Any:
+        return self.__dict__.get("_transport")
+
+    @transport.setter
+    def transport(self, value: Any) -> None:
+        if value is None:
+            self._resets += 1
+            if self._resets > 2:  # not __init__'s, nor the first attempt's: the next node
+                self._node = (self._node + 1) % len(self._nodes)
+        self.__dict__["_transport"] = value
 
 
 def with_reconnect_interval(url: str, seconds: float | None) -> str:
@@ -107,6 +164,11 @@ def explain(exc: BaseException, amqp_url: str) -> BrokerConnectError:
     )
 
 
+def _node(connection: Any) -> str:
+    url = getattr(connection, "url", None)
+    return f"{url.host}:{url.port}" if isinstance(url, URL) else "?"
+
+
 def _log_losses(connection: AbstractRobustConnection) -> None:
     """Log "broker connection lost" when it goes, and "broker reconnected" when it is back:
     once each, however many attempts reconnecting takes."""
@@ -115,12 +177,16 @@ def _log_losses(connection: AbstractRobustConnection) -> None:
     def lost(sender: Any, exc: BaseException | None = None) -> None:
         if up[0] and not getattr(sender, "close_called", False):
             up[0] = False
-            log.warning("broker connection lost", error_type=type(exc).__name__ if exc else None)
+            log.warning(
+                "broker connection lost",
+                node=_node(sender),
+                error_type=type(exc).__name__ if exc else None,
+            )
 
     def back(sender: Any) -> None:
         if not up[0]:
             up[0] = True
-            log.info("broker reconnected")
+            log.info("broker reconnected", node=_node(sender))
 
     connection.close_callbacks.add(lost)
     connection.reconnect_callbacks.add(back)

@@ -106,7 +106,10 @@ class Settings:
     """Everything hookpipe reads from its environment; see the README's settings table."""
 
     amqp_url: str = setting(
-        "amqp://guest:guest@127.0.0.1:5672/", values.amqp_url, help="the broker"
+        "amqp://guest:guest@127.0.0.1:5672/",
+        values.amqp_url,
+        help="the broker; the nodes of one cluster comma-separated: each process connects to "
+        "any that answers (in a random order) and on a loss to the next",
     )
     reconnect_interval: float = setting(
         1.0,

@@ -14,15 +14,11 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def amqp_url(value: str) -> str:
-    if "," in value:
-        # A list of nodes would pass the check below and then fail at every connection.
-        raise ValueError(
-            "expected one URL: several nodes are not supported yet (put a load balancer in "
-            "front of the cluster, or give one node)"
-        )
-    if urlsplit(value).scheme not in ("amqp", "amqps"):
-        raise ValueError("expected an amqp:// or amqps:// URL")
-    return value
+    """One amqp:// URL, or several (the nodes of one cluster) separated by commas."""
+    parts = [part.strip() for part in value.split(",")]
+    if any(urlsplit(part).scheme not in ("amqp", "amqps") for part in parts):
+        raise ValueError("expected an amqp:// or amqps:// URL, or several separated by commas")
+    return ",".join(parts)
 
 
 def ledger_url(value: str) -> str:

@@ -142,7 +142,7 @@ def test_an_unreadable_secret_file_names_the_variable(tmp_path: Path) -> None:
 MALFORMED = [
     ("HOOKPIPE_AMQP_URL", "http://127.0.0.1:5672/", False),
     ("HOOKPIPE_AMQP_URL", "http://guest:hunter2-pw@127.0.0.1/", True),
-    ("HOOKPIPE_AMQP_URL", "amqp://a:hunter2-pw@n1/,amqp://b:hunter2-pw@n2/", True),
+    ("HOOKPIPE_AMQP_URL", "amqp://a:hunter2-pw@n1/,http://b:hunter2-pw@n2/", True),
     ("HOOKPIPE_LEDGER_URL", "mysql://root:hunter2-pw@db/ledger", True),
     ("HOOKPIPE_LOG_FORMAT", "xml", False),
     ("HOOKPIPE_LOG_LEVEL", "loud", False),
