@@ -14,11 +14,15 @@ from hookpipe.broker import connect
 from hookpipe.settings import Settings
 from hookpipe.workers.handlers.base import Delivery
 from hookpipe.workers.runtime import Worker
+from tests.conftest import get_message
+from tests.ingress_support import StartIngress, signed
 from tests.tcp_proxy import TcpProxy
 from tests.worker_support import free_port, publish_event, wait_until
 
 Channel = aio_pika.abc.AbstractChannel
 Q = "jodo.order.payment.debited"
+
+pytest_plugins = ("tests.ingress_fixtures",)
 
 
 @pytest.fixture
@@ -66,3 +70,26 @@ async def test_a_worker_whose_node_dies_consumes_again_through_another(
         assert used.connections == 0
 
     assert time.monotonic() - died < 5.0
+
+
+async def test_an_ingress_whose_node_dies_accepts_again_through_another(
+    broker: Channel,
+    amqp_url: str,
+    two_nodes: tuple[TcpProxy, TcpProxy],
+    start_ingress: StartIngress,
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(amqp_url=_listing(amqp_url, *two_nodes), reconnect_interval=0.3)
+    ingress = await start_ingress(settings)
+    [used] = [proxy for proxy in two_nodes if proxy.connections]
+
+    await used.cut()  # that node is gone
+    died = time.monotonic()
+    await wait_until(lambda: not ingress.publisher.ready, what="the ingress to notice")
+    await ingress.wait_ready()
+    body, headers = signed("jodo")
+    response = await ingress.post("jodo", body, headers)
+
+    assert response.status == 200
+    assert time.monotonic() - died < 5.0
+    assert (await get_message(broker, Q)).body == body
