@@ -16,7 +16,12 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from hookpipe.workers.errors import LedgerSetupError, PermanentError, TransientError
+from hookpipe.workers.errors import (
+    LedgerSetupError,
+    LedgerStorageError,
+    PermanentError,
+    TransientError,
+)
 from hookpipe.workers.ledger import MIGRATIONS, Decide, Ledger, LedgerEvent, Payment, PaymentState
 from tests.tcp_proxy import TcpProxy
 
@@ -470,7 +475,7 @@ async def test_a_full_sqlite_disk_is_passing_and_says_where_and_why(tmp_path: Pa
         await raw.execute(f"PRAGMA max_page_count = {pages[0]}")
         big = set_to("paid", note="x" * 20_000)
 
-        with pytest.raises(TransientError) as caught:
+        with pytest.raises(LedgerStorageError) as caught:  # a TransientError: retried later
             await ledger.apply(event("e1"), lambda _: big)
 
     message = str(caught.value)

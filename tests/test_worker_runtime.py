@@ -167,6 +167,12 @@ async def test_permanent_error_dead_letters_at_once(
         assert sample(worker, "hookpipe_worker_retried_total") == 0
     assert handler.attempts() == [1]
     assert dead.headers[c.HEADER_ERROR_TYPE] == "PermanentError"
+    assert (
+        worker.metrics.registry.get_sample_value(
+            "hookpipe_worker_failures_total", {"queue": Q, "error_type": "PermanentError"}
+        )
+        == 1
+    )
     assert header(dead, c.HEADER_ERROR) == "DreamClass answered 404 for the invoice"
     assert dead.headers[c.HEADER_ATTEMPT] == 1
     assert dead.headers[c.HEADER_FIRST_FAILURE] == dead.headers[c.HEADER_LAST_FAILURE]

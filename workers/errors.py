@@ -17,6 +17,11 @@ class TransientError(WorkerError):
         self.retry_after = retry_after
 
 
+class LedgerStorageError(TransientError):
+    """The ledger's storage refuses writes for now (SQLite: the disk full, the file read-only):
+    passing once an operator acts; the message says where and why."""
+
+
 class LedgerSetupError(WorkerError, SetupError):
     """The ledger cannot be used as configured (no such database, directory or file, a refused
     login, a read-only place): one line saying what and what to do; a restart will not fix it."""

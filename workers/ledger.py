@@ -29,7 +29,12 @@ import aiosqlite
 import asyncpg
 import msgspec
 
-from hookpipe.workers.errors import LedgerSetupError, PermanentError, TransientError
+from hookpipe.workers.errors import (
+    LedgerSetupError,
+    LedgerStorageError,
+    PermanentError,
+    TransientError,
+)
 
 STATUSES: Final = ("paid", "pending", "failed", "refunded", "reversed", "deleted", "invalid")
 
@@ -297,9 +302,8 @@ class Ledger:
                     continue
         except Exception as exc:
             if _is_transient(exc):
-                raise TransientError(
-                    f"ledger write failed ({self._where}): {_describe(exc)}"
-                ) from exc
+                kind = LedgerStorageError if _is_storage_error(exc) else TransientError
+                raise kind(f"ledger write failed ({self._where}): {_describe(exc)}") from exc
             if _is_data_error(exc):
                 # The same values would be refused again: no retry can help.
                 raise PermanentError(f"the ledger refused the values: {_describe(exc)}") from exc
@@ -474,6 +478,15 @@ def _is_transient(exc: BaseException) -> bool:
         message = str(exc).lower()
         return any(word in message for word in (*_SQLITE_TRANSIENT_WORDS, *_SQLITE_STORAGE_WORDS))
     return False
+
+
+def _is_storage_error(exc: BaseException) -> bool:
+    """SQLite's disk full or read-only file: an operator must act (hookpipe_worker_failures
+    counts them apart)."""
+    message = str(exc).lower()
+    return isinstance(exc, sqlite3.OperationalError) and any(
+        word in message for word in _SQLITE_STORAGE_WORDS
+    )
 
 
 def _is_data_error(exc: BaseException) -> bool:

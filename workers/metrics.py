@@ -47,6 +47,14 @@ class WorkerMetrics:
             ["queue"],
             registry=self.registry,
         )
+        # Error types are a fixed few (TransientError, LedgerStorageError, ValidationError, ...):
+        # which kind of trouble the retries and dead letters come from, e.g. a full disk.
+        self.failures = Counter(
+            "hookpipe_worker_failures",
+            "Handler failures (retried or dead-lettered), by queue and error type.",
+            ["queue", "error_type"],
+            registry=self.registry,
+        )
         self.handler_seconds = Histogram(
             "hookpipe_worker_handler_seconds",
             "Time a handler took, whatever its outcome.",

@@ -281,6 +281,7 @@ class Worker:
             await self._ack(message)
             self.metrics.processed.labels(queue).inc()
             return
+        self.metrics.failures.labels(queue, outcome.error_type).inc()
         headers = self._failure_headers(message, queue, attempt, outcome)
         try:
             if outcome.action is Action.RETRY:
