@@ -44,10 +44,10 @@ from tests.ingress_support import RAPYD_URL, SEEDS, signed
 from tests.test_ingress_fuzz import (
     PROVIDERS,
     SEED,
-    _authentic,
-    _body,
-    _headers,
-    _resigned_elsewhere,
+    authentic_request,
+    hostile_body,
+    hostile_headers,
+    resigned_elsewhere,
 )
 from tests.worker_support import free_port, subprocess_env
 
@@ -82,13 +82,17 @@ async def attack(url: str, requests: int, ingress_pid: int) -> dict[str, object]
     rng = random.Random(SEED)
     answers: Counter[int] = Counter()
     unauthenticated_200 = authenticated_200 = 0
-    makers = ((lambda r, p: (_body(r, p), _headers(r))), _resigned_elsewhere, _authentic)
+    makers = (
+        (lambda r, p: (hostile_body(r, p), hostile_headers(r))),
+        resigned_elsewhere,
+        authentic_request,
+    )
     async with aiohttp.ClientSession() as session:
         rss_start = _rss_kib(ingress_pid)
         for _ in range(requests):
             provider = rng.choice(PROVIDERS)
             maker = rng.choice(makers)
-            authentic = maker is _authentic and provider != "unknown"
+            authentic = maker is authentic_request and provider != "unknown"
             body, headers = maker(rng, provider if provider != "unknown" else "jodo")
             async with session.post(
                 f"{url}/webhooks/{provider}", data=body, headers=headers

@@ -75,7 +75,7 @@ def _dumps(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass")
 
 
-def _body(rng: random.Random, provider: str) -> bytes:
+def hostile_body(rng: random.Random, provider: str) -> bytes:
     seed_name = SEEDS.get(provider, SEEDS["jodo"])[0]
     kind = rng.randint(0, 6)
     if kind == 0:
@@ -98,7 +98,7 @@ def _body(rng: random.Random, provider: str) -> bytes:
     return bytes(seed)
 
 
-def _headers(rng: random.Random) -> dict[str, str]:
+def hostile_headers(rng: random.Random) -> dict[str, str]:
     headers = {}
     for name in rng.sample(HEADER_NAMES, rng.randint(0, 6)):
         value = _text(rng)
@@ -108,7 +108,7 @@ def _headers(rng: random.Random) -> dict[str, str]:
     return headers
 
 
-def _authentic(rng: random.Random, provider: str) -> tuple[bytes, dict[str, str]]:
+def authentic_request(rng: random.Random, provider: str) -> tuple[bytes, dict[str, str]]:
     """A validly authenticated request whose body is anything: what a provider's bug, or a
     holder of its secret, could send."""
     if provider == "dreamclass":
@@ -119,17 +119,17 @@ def _authentic(rng: random.Random, provider: str) -> tuple[bytes, dict[str, str]
         document["id"] = event_id
         document["signature"] = signers.dreamclass_signature(event_id, DREAMCLASS_SECRET)
         return _dumps(document), {}
-    return signed(provider, rng.choice((_body(rng, provider), _dumps(_json(rng)))))
+    return signed(provider, rng.choice((hostile_body(rng, provider), _dumps(_json(rng)))))
 
 
-def _resigned_elsewhere(rng: random.Random, provider: str) -> tuple[bytes, dict[str, str]]:
+def resigned_elsewhere(rng: random.Random, provider: str) -> tuple[bytes, dict[str, str]]:
     """The seed's genuine signature headers on another body: never authentic."""
     known = provider if provider in SEEDS else "jodo"
     seed, headers = signed(known)
-    body = _body(rng, provider)
+    body = hostile_body(rng, provider)
     if body == seed:
         body += b" "
-    return body, {**headers, **_headers(rng)}
+    return body, {**headers, **hostile_headers(rng)}
 
 
 def _rss_kib() -> int:
@@ -151,15 +151,15 @@ async def test_hostile_requests_never_get_a_5xx_nor_publish_unauthenticated(
     unauthenticated_200: list[tuple[str, bytes]] = []
     rss: list[int] = []
     makers: tuple[Callable[[random.Random, str], tuple[bytes, dict[str, str]]], ...] = (
-        lambda r, p: (_body(r, p), _headers(r)),
-        _resigned_elsewhere,
-        _authentic,
+        lambda r, p: (hostile_body(r, p), hostile_headers(r)),
+        resigned_elsewhere,
+        authentic_request,
     )
 
     for n in range(REQUESTS):
         provider = rng.choice(PROVIDERS)
         maker = rng.choice(makers)
-        authentic = maker is _authentic and provider != "unknown"
+        authentic = maker is authentic_request and provider != "unknown"
         body, headers = maker(rng, provider if authentic or provider != "unknown" else "jodo")
         response = await ingress.client.post(f"/webhooks/{provider}", data=body, headers=headers)
         await response.read()
