@@ -70,9 +70,14 @@ async def connect(
             continue
         _log_losses(connection)
         return connection
+    raise none_answered(refused)
+
+
+def none_answered(refused: list[BrokerConnectError]) -> BrokerConnectError:
+    """The error of a connection no node took: the one node's own, or each node's in one line."""
     if len(refused) == 1:
-        raise refused[0]
-    raise BrokerConnectError(
+        return refused[0]
+    return BrokerConnectError(
         "no broker node took the connection: " + "; ".join(str(e) for e in refused),
         permanent=all(e.permanent for e in refused),
     )

@@ -26,21 +26,12 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
-from hookpipe.ingress.dreamclass import DreamClassSettings
-from hookpipe.ingress.flexprice import FlexpriceSettings, svix_keys
-from hookpipe.ingress.jodo import JodoSettings
-from hookpipe.ingress.rapyd import RapydSettings
 from hookpipe.settings import Settings
 from tests.conftest import (
-    DREAMCLASS_SECRET,
-    FLEXPRICE_SECRET,
-    JODO_SECRET,
-    RAPYD_ACCESS_KEY,
-    RAPYD_SECRET_KEY,
-    fixture_bytes,
+    PROVIDER_SECTIONS,
     rabbitmqctl,
 )
-from tests.ingress_support import RAPYD_URL, SEEDS, signed
+from tests.ingress_support import fresh_jodo
 from tests.test_ingress_fuzz import (
     PROVIDERS,
     SEED,
@@ -107,10 +98,7 @@ async def attack(url: str, requests: int, ingress_pid: int) -> dict[str, object]
         rss_end = _rss_kib(ingress_pid)
 
         # One genuine webhook, 20 times.
-        fresh = fixture_bytes(SEEDS["jodo"][0]).replace(
-            SEEDS["jodo"][2].encode(), str(uuid.uuid4()).encode()
-        )
-        body, headers = signed("jodo", fresh)
+        body, headers = fresh_jodo()
         replays_before = await _metric(session, url, "hookpipe_ingress_replays_total")
         copies = [
             (await session.post(f"{url}/webhooks/jodo", data=body, headers=headers)).status
@@ -129,10 +117,7 @@ async def attack(url: str, requests: int, ingress_pid: int) -> dict[str, object]
             stalled.append(writer)
         latencies = []
         for _ in range(100):
-            again = fixture_bytes(SEEDS["jodo"][0]).replace(
-                SEEDS["jodo"][2].encode(), str(uuid.uuid4()).encode()
-            )
-            body, headers = signed("jodo", again)
+            body, headers = fresh_jodo()
             started = time.perf_counter()
             async with session.post(f"{url}/webhooks/jodo", data=body, headers=headers) as answer:
                 assert answer.status == 200, answer.status
@@ -173,14 +158,7 @@ def main() -> None:
         ledger_url=f"sqlite:///{folder / 'ledger.sqlite3'}",
         read_timeout=2.0,
         worker_metrics_port=0,
-        sections=(
-            JodoSettings(secrets=(JODO_SECRET,)),
-            DreamClassSettings(secrets=(DREAMCLASS_SECRET,)),
-            RapydSettings(
-                access_key=RAPYD_ACCESS_KEY, secret_key=RAPYD_SECRET_KEY, webhook_url=RAPYD_URL
-            ),
-            FlexpriceSettings(secrets=svix_keys(FLEXPRICE_SECRET)),
-        ),
+        sections=PROVIDER_SECTIONS,
     )
     env = subprocess_env(settings)
     command = [sys.executable, "-m", "hookpipe.cli"]

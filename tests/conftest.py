@@ -68,6 +68,19 @@ def _logging_as_it_was() -> Iterator[None]:
     sys.unraisablehook, sys.excepthook = hooks
 
 
+# Every provider configured with the test secrets above.
+PROVIDER_SECTIONS = (
+    JodoSettings(secrets=(JODO_SECRET, JODO_OLD_SECRET)),
+    DreamClassSettings(secrets=(DREAMCLASS_SECRET,)),
+    RapydSettings(
+        access_key=RAPYD_ACCESS_KEY,
+        secret_key=RAPYD_SECRET_KEY,
+        webhook_url="https://hooks.example.test/webhooks/rapyd",
+    ),
+    FlexpriceSettings(secrets=svix_keys(FLEXPRICE_SECRET)),
+)
+
+
 def fixture_bytes(name: str) -> bytes:
     """A fixture file's raw bytes, e.g. fixture_bytes("jodo.order.payment.debited.json")."""
     return (FIXTURES / name).read_bytes()
@@ -108,16 +121,7 @@ def test_settings(amqp_url: str, tmp_path_factory: pytest.TempPathFactory) -> Se
         worker_concurrency=8,
         worker_metrics_port=0,
         shutdown_grace=5.0,
-        sections=(
-            JodoSettings(secrets=(JODO_SECRET, JODO_OLD_SECRET)),
-            DreamClassSettings(secrets=(DREAMCLASS_SECRET,)),
-            RapydSettings(
-                access_key=RAPYD_ACCESS_KEY,
-                secret_key=RAPYD_SECRET_KEY,
-                webhook_url="https://hooks.example.test/webhooks/rapyd",
-            ),
-            FlexpriceSettings(secrets=svix_keys(FLEXPRICE_SECRET)),
-        ),
+        sections=PROVIDER_SECTIONS,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -104,6 +105,19 @@ def signed(
             raise AssertionError(provider)
     assert not options, f"unused options {options}"
     return body, headers
+
+
+def fresh_jodo(
+    event_id: str | None = None, order_id: str | None = None
+) -> tuple[bytes, dict[str, str]]:
+    """The Jodo seed under a new event id (or `event_id`, and `order_id` for its payment),
+    signed: each its own event, so the replay guard takes none for a repeat."""
+    body = fixture_bytes(SEEDS["jodo"][0]).replace(
+        SEEDS["jodo"][2].encode(), (event_id or str(uuid.uuid4())).encode()
+    )
+    if order_id is not None:
+        body = body.replace(b"order_12343532424", order_id.encode())
+    return signed("jodo", body)
 
 
 @dataclass

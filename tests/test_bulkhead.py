@@ -16,10 +16,9 @@ from hookpipe.settings import Settings
 from hookpipe.workers.handlers import open_handlers
 from hookpipe.workers.handlers.base import Delivery, Handler
 from hookpipe.workers.runtime import Worker
-from tests.conftest import fixture_bytes
 from tests.dreamclass_fake import FakeDreamClass
 from tests.dreamclass_fake import dreamclass_fake as dreamclass_fake  # the fixture
-from tests.ingress_support import SEEDS, Ingress, StartIngress, dreamclass_body, signed
+from tests.ingress_support import SEEDS, Ingress, StartIngress, dreamclass_body, fresh_jodo
 from tests.worker_support import wait_until
 
 pytest_plugins = ("tests.ingress_fixtures",)
@@ -33,9 +32,9 @@ async def _jodo_end_to_end(ingress: Ingress, finished: dict[str, float]) -> list
     posted: dict[str, float] = {}
     for _ in range(40):
         event_id = str(uuid.uuid4())
-        body = fixture_bytes(SEEDS["jodo"][0]).replace(SEEDS["jodo"][2].encode(), event_id.encode())
+        body, headers = fresh_jodo(event_id)
         posted[event_id] = time.perf_counter()
-        response = await ingress.post("jodo", *signed("jodo", body))
+        response = await ingress.post("jodo", body, headers)
         assert response.status == 200
         await asyncio.sleep(0.02)
     await wait_until(lambda: posted.keys() <= finished.keys(), what="the Jodo events applied")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,8 +18,7 @@ from hookpipe.workers.ledger import Ledger
 from hookpipe.workers.runtime import Worker
 from tests.cluster import Node, kill
 from tests.cluster import cluster as cluster  # the fixture
-from tests.conftest import fixture_bytes
-from tests.ingress_support import SEEDS, Ingress, StartIngress, signed
+from tests.ingress_support import Ingress, StartIngress, fresh_jodo
 from tests.worker_support import wait_until
 
 pytest_plugins = ("tests.ingress_fixtures",)
@@ -37,13 +35,8 @@ KILL_AFTER = 3.0
 def _webhook(n: int) -> tuple[bytes, dict[str, str], str]:
     """A Jodo webhook of its own event and its own order (payment)."""
     order = f"order_cluster_{n}"
-    body = (
-        fixture_bytes(SEEDS["jodo"][0])
-        .replace(SEEDS["jodo"][2].encode(), str(uuid.uuid4()).encode())
-        .replace(b"order_12343532424", order.encode())
-    )
-    signed_body, headers = signed("jodo", body)
-    return signed_body, headers, order
+    body, headers = fresh_jodo(order_id=order)
+    return body, headers, order
 
 
 async def _deliver(ingress: Ingress, n: int, unavailable: list[float]) -> str:

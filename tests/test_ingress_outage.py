@@ -3,16 +3,14 @@ by itself when it returns. A TCP proxy between the ingress and RabbitMQ plays th
 
 from __future__ import annotations
 
-import uuid
-
 import aio_pika
 import pytest
 from aio_pika.exceptions import ChannelNotFoundEntity
 from yarl import URL
 
 from tests import tcp_proxy
-from tests.conftest import fixture_bytes, get_message, queue_depth
-from tests.ingress_support import SEEDS, Ingress, MakeSettings, StartIngress, signed
+from tests.conftest import get_message, queue_depth
+from tests.ingress_support import Ingress, MakeSettings, StartIngress, fresh_jodo, signed
 from tests.tcp_proxy import TcpProxy
 from tests.worker_support import wait_until
 
@@ -39,14 +37,8 @@ async def _through_proxy(
     return await start_ingress(settings, ready=ready)
 
 
-def _fresh() -> tuple[bytes, dict[str, str]]:
-    """The Jodo seed under a new event id: the replay guard takes no copy for a repeat."""
-    body = fixture_bytes("jodo.order.payment.debited.json")
-    return signed("jodo", body.replace(SEEDS["jodo"][2].encode(), str(uuid.uuid4()).encode()))
-
-
 async def _assert_unavailable(ingress: Ingress) -> None:
-    body, headers = _fresh()
+    body, headers = fresh_jodo()
     response = await ingress.post("jodo", body, headers)
     assert response.status == 503
     assert response.headers["Retry-After"].isdigit()
@@ -56,7 +48,7 @@ async def _assert_unavailable(ingress: Ingress) -> None:
 
 
 async def _assert_accepted_and_queued(ingress: Ingress, broker: Channel) -> None:
-    body, headers = _fresh()
+    body, headers = fresh_jodo()
     response = await ingress.post("jodo", body, headers)
     assert response.status == 200, await response.text()
     assert (await get_message(broker, QUEUE)).body == body

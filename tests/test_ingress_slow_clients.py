@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aio_pika
@@ -17,8 +16,7 @@ from aiohttp import web
 from hookpipe.ingress.app import PUBLISHER, create_app
 from hookpipe.ingress.server import GuardedSite, listening_socket, server_options
 from hookpipe.settings import Settings
-from tests.conftest import fixture_bytes
-from tests.ingress_support import SEEDS, MakeSettings, signed
+from tests.ingress_support import MakeSettings, fresh_jodo, signed
 from tests.worker_support import wait_until
 
 Channel = aio_pika.abc.AbstractChannel
@@ -108,10 +106,7 @@ async def _webhooks_at_100_per_second(session: aiohttp.ClientSession, url: str) 
     """The latencies of 100 webhooks, each its own event (so that each is published)."""
     latencies = []
     for _ in range(100):
-        fresh = fixture_bytes(SEEDS["jodo"][0]).replace(
-            SEEDS["jodo"][2].encode(), str(uuid.uuid4()).encode()
-        )
-        body, headers = signed("jodo", fresh)
+        body, headers = fresh_jodo()
         started = time.perf_counter()
         async with session.post(f"{url}/webhooks/jodo", data=body, headers=headers) as answer:
             assert answer.status == 200

@@ -41,8 +41,7 @@ import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
 from hookpipe import topology
-from hookpipe.broker import connection_name, explain, nodes_of
-from hookpipe.errors import BrokerUnavailable
+from hookpipe.broker import connection_name, explain, nodes_of, none_answered
 from hookpipe.settings import Settings
 from hookpipe.workers.errors import DlqBusy, DlqError
 
@@ -62,21 +61,16 @@ async def connect(settings: Settings) -> AbstractConnection:
     # Not the robust connection of the long-running processes: after a silent reconnect the
     # delivery tags of the messages held would mean nothing. A broken connection ends the
     # operation, and the broker gives back what it held.
+    nodes = nodes_of(settings.amqp_url)
     refused = []
-    for url in random.sample(nodes_of(settings.amqp_url), k=len(nodes_of(settings.amqp_url))):
+    for url in random.sample(nodes, k=len(nodes)):
         try:
             return await aio_pika.connect(
                 url, client_properties={"connection_name": connection_name("dlq")}, timeout=10
             )
         except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
             refused.append(explain(exc, url))
-    raise (
-        refused[0]
-        if len(refused) == 1
-        else BrokerUnavailable(
-            "no broker node took the connection: " + "; ".join(str(e) for e in refused)
-        )
-    )
+    raise none_answered(refused)
 
 
 async def ready_count(channel: AbstractChannel, queue_name: str) -> int:

@@ -109,10 +109,12 @@ class Worker:
         # worker holds up to concurrency messages per queue. The handlers running are bounded
         # per provider, a bulkhead each: a provider whose dependency hangs (the DreamClass API)
         # holds its own slots only, and the other providers' events go on.
-        self._slots = {
+        bulkheads = {
             provider: asyncio.Semaphore(self.concurrency)
             for provider in {queue.partition(".")[0] for queue in self.handlers}
         }
+        # Looked up per message by queue: the provider's semaphore, found once here.
+        self._slots = {queue: bulkheads[queue.partition(".")[0]] for queue in self.handlers}
         self._tasks: set[asyncio.Task[None]] = set()
         self._waiting: set[asyncio.Task[None]] = set()
         self._consumers: list[tuple[AbstractQueue, ConsumerTag]] = []
@@ -213,7 +215,7 @@ class Worker:
             # Delivered between basic.cancel and its reply: straight back to the queue.
             await self._requeue(message)
             return
-        slots = self._slots[queue.partition(".")[0]]
+        slots = self._slots[queue]
         try:
             self._waiting.add(task)
             try:
