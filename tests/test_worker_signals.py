@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -22,7 +21,9 @@ from hookpipe import topology
 from hookpipe.settings import Settings
 from hookpipe.workers.ledger import Ledger
 from tests.conftest import fixture_bytes, queue_depth
-from tests.worker_support import publish_event, subprocess_env, wait_until
+from tests.worker_support import HookpipeProcess, publish_event, wait_until
+
+WorkerProcess = HookpipeProcess
 
 DEBITED = "jodo.order.payment.debited"
 CANCELLED = "jodo.direct.payment.cancelled"
@@ -67,61 +68,13 @@ async def publish_all(channel: Channel, events: Iterable[Event]) -> None:
     await asyncio.gather(*pending)
 
 
-class WorkerProcess:
-    """A `hookpipe worker` child process, its log in a file."""
-
-    def __init__(self, settings: Settings, log_path: Path, *args: str) -> None:
-        self.settings = settings
-        self.log_path = log_path
-        self.args = args
-        self.process: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        with self.log_path.open("ab") as log:
-            self.process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "hookpipe.cli",
-                "worker",
-                *self.args,
-                env=subprocess_env(self.settings),
-                stdout=log,
-                stderr=log,
-            )
-
-    def log_lines(self) -> list[dict[str, Any]]:
-        lines = []
-        for raw in self.log_path.read_bytes().splitlines():
-            try:
-                lines.append(orjson.loads(raw))
-            except orjson.JSONDecodeError:
-                lines.append({"event": raw.decode(errors="replace")})
-        return lines
-
-    def logged(self, event: str) -> list[dict[str, Any]]:
-        return [line for line in self.log_lines() if line.get("event") == event]
-
-    def signal(self, signum: int) -> None:
-        assert self.process is not None
-        self.process.send_signal(signum)
-
-    async def exit_code(self, within: float) -> int:
-        assert self.process is not None
-        return await asyncio.wait_for(self.process.wait(), within)
-
-    async def ensure_gone(self) -> None:
-        if self.process is not None and self.process.returncode is None:
-            self.process.kill()
-            await self.process.wait()
-
-
 @pytest.fixture
 async def spawn(tmp_path: Path) -> AsyncIterator[Callable[..., WorkerProcess]]:
     """Makes worker processes; any still running after the test is killed."""
     made: list[WorkerProcess] = []
 
     def make(settings: Settings, *args: str) -> WorkerProcess:
-        worker = WorkerProcess(settings, tmp_path / f"worker-{len(made)}.log", *args)
+        worker = WorkerProcess(settings, tmp_path / f"worker-{len(made)}.log", "worker", *args)
         made.append(worker)
         return worker
 

@@ -6,11 +6,14 @@ import asyncio
 import inspect
 import os
 import socket
+import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import aio_pika
+import orjson
 
 from hookpipe import constants as c
 from hookpipe.settings import Settings, to_env
@@ -88,3 +91,50 @@ def subprocess_env(settings: Settings, **extra: str) -> dict[str, str]:
     env.update({"HOOKPIPE_LOG_FORMAT": "json", "HOOKPIPE_LOG_LEVEL": "info"})
     env.update(extra)
     return env
+
+
+class HookpipeProcess:
+    """A `hookpipe <command>` child process, its log in a file."""
+
+    def __init__(self, settings: Settings, log_path: Path, *args: str) -> None:
+        self.settings = settings
+        self.log_path = log_path
+        self.args = args
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "hookpipe.cli",
+                *self.args,
+                env=subprocess_env(self.settings),
+                stdout=log,
+                stderr=log,
+            )
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        lines = []
+        for raw in self.log_path.read_bytes().splitlines():
+            try:
+                lines.append(orjson.loads(raw))
+            except orjson.JSONDecodeError:
+                lines.append({"event": raw.decode(errors="replace")})
+        return lines
+
+    def logged(self, event: str) -> list[dict[str, Any]]:
+        return [line for line in self.log_lines() if line.get("event") == event]
+
+    def signal(self, signum: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    async def exit_code(self, within: float) -> int:
+        assert self.process is not None
+        return await asyncio.wait_for(self.process.wait(), within)
+
+    async def ensure_gone(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
