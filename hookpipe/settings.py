@@ -151,6 +151,19 @@ class Settings:
         help="webhook ids each ingress process remembers (about 150 bytes each, 1.5 MB at the "
         "default): a repeat of one is answered 200 without a second publish (0: off)",
     )
+    spool_dir: str = setting(
+        "var/spool",
+        values.spool_dir,
+        help="where the ingress keeps webhooks no broker node took, until one does (answered "
+        "200 once on disk; one directory per ingress process); `off`: answer 503 instead",
+        text=lambda value: value or "off",
+    )
+    spool_max_bytes: int = setting(
+        1_073_741_824,
+        values.positive_int,
+        help="the outage spool's size limit (1 GiB: about a million typical webhooks); past "
+        "it a webhook is answered 503",
+    )
     publish_timeout: float = setting(
         5.0,
         values.positive_float,

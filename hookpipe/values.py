@@ -56,6 +56,13 @@ def path_with(placeholder: str | None) -> Callable[[str], str]:
     return parse
 
 
+def spool_dir(value: str) -> str:
+    """A directory, or `off` (given as the empty string)."""
+    if value.strip().lower() == "off":
+        return ""
+    return value
+
+
 def whole_number(value: str) -> int:
     try:
         return int(value)

@@ -2,9 +2,10 @@
 
 A webhook goes through, in order: provider known and configured (404), no Content-Encoding (415),
 body size (413), the body read whole (400), authentication on the raw bytes (401), event id and
-type (400), confirmed publish (503 when the broker is away or slow), and only then 200. Anything
-else that goes wrong is a bug: answered 500 with the request id, logged with its traceback as one
-line, counted.
+type (400), confirmed publish, and only then 200. When no broker node takes it (unreachable, or
+no confirm in time) it goes to the outage spool on disk instead (ingress/spool.py), and 200 once
+it is there; 503 only when the spool is off, full or cannot be written. Anything else that goes
+wrong is a bug: answered 500 with the request id, logged with its traceback as one line, counted.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Final
 
 import orjson
@@ -38,6 +40,7 @@ from hookpipe.ingress.metrics import IngressMetrics
 from hookpipe.ingress.publisher import Publisher
 from hookpipe.ingress.replay import ReplayGuard
 from hookpipe.ingress.server import GUARD, ConnectionGuard, mark_begun
+from hookpipe.ingress.spool import Spool, Spooled
 from hookpipe.settings import Settings
 
 log = structlog.get_logger()
@@ -45,6 +48,7 @@ log = structlog.get_logger()
 SETTINGS: Final = web.AppKey("settings", Settings)
 PUBLISHER: Final = web.AppKey("publisher", Publisher)
 METRICS: Final = web.AppKey("metrics", IngressMetrics)
+SPOOL: Final = web.AppKey("spool", Spool)
 
 REQUEST_ID_HEADER: Final = "X-Request-ID"
 # Seconds a provider is asked to wait after a 503: about how long a broker restart or failover
@@ -62,11 +66,18 @@ def create_app(settings: Settings, *, clock: Clock = time.time) -> web.Applicati
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[mark_begun])
     publisher = Publisher(settings)
     metrics = IngressMetrics()
+    spool = None
+    if settings.spool_dir:
+        # Opened now: a directory another ingress holds stops the start with one line.
+        spool = Spool(Path(settings.spool_dir), settings.spool_max_bytes)
+        spool.open()
+        app[SPOOL] = spool
+        metrics.watch_spool(spool)
     app[GUARD] = ConnectionGuard(settings, metrics)
     app[SETTINGS] = settings
     app[PUBLISHER] = publisher
     app[METRICS] = metrics
-    webhooks = _Webhooks(settings, publisher, metrics, clock)
+    webhooks = _Webhooks(settings, publisher, spool, metrics, clock)
     app.router.add_post("/webhooks/{provider}", webhooks.handle)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
@@ -76,10 +87,18 @@ def create_app(settings: Settings, *, clock: Clock = time.time) -> web.Applicati
 
 
 async def _broker(app: web.Application) -> AsyncIterator[None]:
-    """The broker connection lives as long as the app; it is made in the background."""
+    """The broker connection and the spool live as long as the app; the connection is made in
+    the background, and the spool's drain publishes through it."""
     publisher = app[PUBLISHER]
+    spool = app.get(SPOOL)
     publisher.start()
+    if spool is not None:
+        spool.start(publisher.publish_spooled, lambda: publisher.ready)
     yield
+    if spool is not None:
+        settings = app[SETTINGS]
+        await spool.settle(settings.shutdown_grace, lambda: publisher.ready)
+        await spool.close()
     await publisher.close()
 
 
@@ -87,7 +106,12 @@ class _Webhooks:
     """The POST handler, with what it needs looked up once rather than per request."""
 
     def __init__(
-        self, settings: Settings, publisher: Publisher, metrics: IngressMetrics, clock: Clock
+        self,
+        settings: Settings,
+        publisher: Publisher,
+        spool: Spool | None,
+        metrics: IngressMetrics,
+        clock: Clock,
     ) -> None:
         known = providers.providers()
         # The providers whose settings are complete; the others accept nothing.
@@ -102,6 +126,7 @@ class _Webhooks:
             if name not in self._authenticators
         }
         self._publisher = publisher
+        self._spool = spool
         self._metrics = metrics
         self._clock = clock
         self._max_body = settings.max_body_bytes
@@ -134,12 +159,18 @@ class _Webhooks:
                 self._metrics.replay(label)
                 log.debug("webhook repeated", status=200)
                 return self._accepted(envelope, request_id, label)
-            started = time.perf_counter()
-            try:
-                await self._publisher.publish(body, name, envelope, request_id, received_at_ms)
-            finally:
-                # A failed or timed-out publish is observed too: it is the tail this shows.
-                self._metrics.publish_seconds.observe(time.perf_counter() - started)
+            spool = self._spool
+            if spool is not None and (spool.holding or not self._publisher.ready):
+                # The broker is away, or webhooks accepted earlier wait to be published: this
+                # one queues behind them.
+                await self._spool_it(spool, body, name, envelope, request_id, received_at_ms)
+            else:
+                try:
+                    await self._publish(body, name, envelope, request_id, received_at_ms)
+                except BrokerUnavailable:
+                    if spool is None:
+                        raise
+                    await self._spool_it(spool, body, name, envelope, request_id, received_at_ms)
             self._replays.accepted(key)
         except AuthenticationFailed as exc:
             self._metrics.auth_failure(label, exc.reason)
@@ -170,6 +201,29 @@ class _Webhooks:
         # throughput (docs/performance.md); refusals and failures are logged at warning.
         log.debug("webhook accepted", status=200)
         return self._accepted(envelope, request_id, label)
+
+    async def _publish(
+        self, body: bytes, name: str, envelope: Envelope, request_id: str, received_at_ms: int
+    ) -> None:
+        started = time.perf_counter()
+        try:
+            await self._publisher.publish(body, name, envelope, request_id, received_at_ms)
+        finally:
+            # A failed or timed-out publish is observed too: it is the tail this shows.
+            self._metrics.publish_seconds.observe(time.perf_counter() - started)
+
+    async def _spool_it(
+        self,
+        spool: Spool,
+        body: bytes,
+        name: str,
+        envelope: Envelope,
+        request_id: str,
+        received_at_ms: int,
+    ) -> None:
+        event_id, event_type = envelope
+        await spool.append(Spooled(received_at_ms, name, event_id, event_type, request_id, body))
+        log.debug("webhook spooled")
 
     def _accepted(self, envelope: Envelope, request_id: str, label: str) -> web.Response:
         self._metrics.request(label, 200)
@@ -243,8 +297,19 @@ async def _healthz(request: web.Request) -> web.Response:
 
 
 async def _readyz(request: web.Request) -> web.Response:
-    """Readiness: 200 only while the broker connection and the publishing channel are open."""
-    if request.app[PUBLISHER].ready:
+    """Readiness: 200 while webhooks can be accepted: "ready" with the broker connection and the
+    publishing channel open and nothing spooled, "degraded" while the outage spool takes them
+    (or is being published); 503 when neither can."""
+    ready = request.app[PUBLISHER].ready
+    spool = request.app.get(SPOOL)
+    if spool is not None and (spool.holding or not ready) and spool.has_room():
+        body = {
+            "status": "degraded",
+            "broker": "connected" if ready else "unavailable",
+            "spooled": spool.depth,
+        }
+        return web.Response(body=orjson.dumps(body), content_type=_JSON)
+    if ready:
         return web.Response(body=b'{"status":"ready"}', content_type=_JSON)
     return web.Response(
         status=503,

@@ -9,6 +9,7 @@ import signal
 from collections.abc import Callable
 
 from hookpipe import cli_args, providers
+from hookpipe.errors import SetupError
 from hookpipe.settings import Settings
 
 
@@ -20,10 +21,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    """0 once stopped; 2 when the address cannot be listened on (a restart will not help)."""
+    """0 once stopped; 2 when the address cannot be listened on or the spool directory cannot be
+    used (a restart will not help)."""
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         try:
             runner.run(serve(settings, args.host, args.port))
+        except SetupError as exc:
+            import structlog
+
+            structlog.get_logger().error(str(exc))
+            return 2
         except OSError as exc:
             import structlog
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -11,6 +14,11 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from hookpipe.ingress.spool import Spool
 
 # A confirmed publish takes around a millisecond on a local broker; the long tail (a broker under
 # load, or a publish that times out at HOOKPIPE_PUBLISH_TIMEOUT) goes up to seconds.
@@ -96,6 +104,45 @@ class IngressMetrics:
         """Count one connection closed unserved ("slow" or "limit")."""
         self._connections_dropped.labels(reason).inc()
 
+    def watch_spool(self, spool: Spool) -> None:
+        """Export the outage spool's state, read when scraped."""
+        self.registry.register(_SpoolCollector(spool))
+
     def render(self) -> bytes:
         """The text exposition of every metric."""
         return generate_latest(self.registry)
+
+
+class _SpoolCollector(Collector):
+    """The outage spool's depth, size and oldest age, and its running totals."""
+
+    def __init__(self, spool: Spool) -> None:
+        self._spool = spool
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        spool = self._spool
+        yield GaugeMetricFamily(
+            "hookpipe_ingress_spool_depth",
+            "Webhooks in the outage spool, answered 200 and not yet confirmed by the broker.",
+            value=spool.depth,
+        )
+        yield GaugeMetricFamily(
+            "hookpipe_ingress_spool_bytes",
+            "Bytes the outage spool takes on disk.",
+            value=spool.size,
+        )
+        yield GaugeMetricFamily(
+            "hookpipe_ingress_spool_oldest_age_seconds",
+            "Seconds since the oldest spooled webhook was received (0: the spool is empty).",
+            value=spool.oldest_age(),
+        )
+        yield CounterMetricFamily(
+            "hookpipe_ingress_spooled",
+            "Webhooks written to the outage spool because no broker node took them.",
+            value=spool.spooled_total,
+        )
+        yield CounterMetricFamily(
+            "hookpipe_ingress_spool_drained",
+            "Spooled webhooks the broker has since confirmed.",
+            value=spool.drained_total,
+        )

@@ -24,6 +24,7 @@ from hookpipe import topology
 from hookpipe.broker import BrokerConnectError, connect
 from hookpipe.errors import BrokerUnavailable
 from hookpipe.ingress.envelope import Envelope
+from hookpipe.ingress.spool import Spooled
 from hookpipe.settings import Settings
 
 log = structlog.get_logger()
@@ -124,6 +125,13 @@ class Publisher:
             raise BrokerUnavailable("the broker refused the message") from exc
         except CONNECTION_EXCEPTIONS as exc:
             raise BrokerUnavailable("lost the connection to the broker") from exc
+
+    async def publish_spooled(self, record: Spooled) -> None:
+        """Publish a webhook from the outage spool as it would have been published at once."""
+        envelope = Envelope(record.event_id, record.event_type)
+        await self.publish(
+            record.body, record.provider, envelope, record.request_id, record.received_at_ms
+        )
 
     async def _run(self) -> None:
         connection = await self._connect()

@@ -121,6 +121,9 @@ def test_settings(amqp_url: str, tmp_path_factory: pytest.TempPathFactory) -> Se
         worker_concurrency=8,
         worker_metrics_port=0,
         shutdown_grace=5.0,
+        # Off unless a test turns it on with a directory of its own: a spool shared by tests
+        # would publish one test's webhooks into the next one's queues.
+        spool_dir="",
         sections=PROVIDER_SECTIONS,
     )
 

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import orjson
 import pytest
@@ -100,6 +101,23 @@ def test_a_busy_port_stops_the_ingress_with_exit_2(
     assert result.returncode == 2
     [line] = [orjson.loads(text) for text in result.stderr.splitlines()]
     assert line["event"].startswith(f"cannot listen on 127.0.0.1:{taken_port} (Address already")
+
+
+def test_a_spool_directory_it_cannot_create_stops_the_ingress_with_exit_2(
+    test_settings: Settings, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    env = _env(test_settings, HOOKPIPE_SPOOL_DIR=str(blocker / "spool"))
+
+    result = hookpipe(env, "ingress", "--host", "127.0.0.1", "--port", str(free_port()))
+
+    assert result.returncode == 2
+    [line] = [orjson.loads(text) for text in result.stderr.splitlines()]
+    assert line["event"] == (
+        f"cannot use the spool directory {blocker / 'spool'} (Not a directory): make it "
+        "writable by this user, or set HOOKPIPE_SPOOL_DIR to one that is"
+    )
 
 
 def test_run_with_a_busy_port_says_so_and_starts_nothing(
