@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import os
 import time
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -146,6 +147,8 @@ class Bench:
             HOOKPIPE_LOG_FORMAT="json",
             HOOKPIPE_LOG_LEVEL="info",
             HOOKPIPE_WORKER_METRICS_PORT="0",
+            # Each process a spool directory of its own, in this run's folder.
+            HOOKPIPE_SPOOL_DIR=str(self.workdir / "spool" / uuid.uuid4().hex[:12]),
         )
         if ledger_url is not None:
             env["HOOKPIPE_LEDGER_URL"] = ledger_url

@@ -14,7 +14,7 @@ from typing import Any
 
 from bench import ledger_probe, payloads, wrk
 from bench.context import Bench, Unavailable
-from bench.procs import python_argv
+from bench.procs import free_port, hookpipe_argv, python_argv
 from bench.report import Figure
 from bench.stats import latency_summary
 
@@ -81,6 +81,12 @@ def catalog() -> dict[str, Figure]:
             "ingress p99 (same run) vs a bare confirmed publish",
             "ms",
             ceiling_label="bare aiohttp + publish, same rate",
+        ),
+        Figure(
+            "spool_rate",
+            "ingress with no broker: every webhook to the outage spool",
+            "/s",
+            ceiling_label="the ingress publishing (same run)",
         ),
         Figure(
             "worker_pg",
@@ -262,6 +268,31 @@ async def ingress_throughput(b: Bench, figs: dict[str, Figure]) -> None:
         )
     rate.value = rate_http.value = result["rate"]
     rate.note = rate_http.note = note
+
+
+# ---------------------------------------------------------------------------------------------
+# Ingress throughput through a broker outage: the outage spool
+
+
+async def spool_throughput(b: Bench, figs: dict[str, Figure]) -> None:
+    """Ingress max rate with its broker unreachable: each 200 waits for the spool's fsync."""
+    fig = figs["spool_rate"]
+    env = b.env()
+    env["HOOKPIPE_AMQP_URL"] = f"amqp://guest:guest@127.0.0.1:{free_port()}/"
+    port = free_port()
+    argv = hookpipe_argv("ingress", "--host", "127.0.0.1", "--port", str(port))
+    child = await b.start_http("ingress-spooling", argv, port, env)
+    try:
+        result = await _closed_load(b, port, "spool-load")
+    finally:
+        b.stop(child)
+    b.results["spool"] = result
+    requests = result.get("requests", result.get("sent", 0))
+    if result["ok"] < 0.99 * requests:
+        raise RuntimeError(f"the spooling ingress answered only {result['ok']} of {requests}")
+    fig.value = result["rate"]
+    fig.ceiling = b.results.get("ingress", {}).get("rate")
+    fig.note = "spool fsync'ed on the bench's work directory"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -576,6 +607,7 @@ Phase = Callable[[Bench, dict[str, Figure]], Awaitable[None]]
 PHASES: dict[str, tuple[Phase, tuple[str, ...]]] = {
     "ingress": (ingress_throughput, ("ingress_rate", "ingress_rate_http")),
     "latency": (ingress_latency, ("ingress_p50", "ingress_p99", "ingress_p99_publish")),
+    "spool": (spool_throughput, ("spool_rate",)),
     "worker": (worker_throughput, ("worker_pg", "worker_pg_cpu", "worker_sqlite")),
     "e2e": (end_to_end, ("e2e_p50", "e2e_p99")),
     "memory": (
