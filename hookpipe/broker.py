@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import socket
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -43,9 +44,12 @@ async def connect(
     *,
     timeout: float = 10.0,
     reconnect_interval: float | None = None,
+    on_state: Callable[[bool], None] | None = None,
 ) -> AbstractRobustConnection:
     """A robust connection named after `role`; it reconnects by itself after a broker outage,
     every `reconnect_interval` seconds (HOOKPIPE_RECONNECT_INTERVAL; aio-pika's 5 s if None).
+    `on_state(up)` hears each change: True once connected and again on each reconnect, False
+    when the connection is lost or closed (a broker_connected gauge).
 
     `amqp_url` may list several nodes of one cluster, comma-separated: they are tried in a random
     order (so that processes spread over them), and after a lost connection or a failed attempt
@@ -68,7 +72,7 @@ async def connect(
         except (aiormq.exceptions.AMQPError, OSError, TimeoutError) as exc:
             refused.append(explain(exc, nodes[first]))
             continue
-        _log_losses(connection)
+        _log_losses(connection, on_state)
         return connection
     raise none_answered(refused)
 
@@ -174,12 +178,17 @@ def _node(connection: Any) -> str:
     return f"{url.host}:{url.port}" if isinstance(url, URL) else "?"
 
 
-def _log_losses(connection: AbstractRobustConnection) -> None:
+def _log_losses(
+    connection: AbstractRobustConnection, on_state: Callable[[bool], None] | None = None
+) -> None:
     """Log "broker connection lost" when it goes, and "broker reconnected" when it is back:
-    once each, however many attempts reconnecting takes."""
+    once each, however many attempts reconnecting takes. `on_state` hears the same changes."""
     up = [True]
+    report = on_state or (lambda _: None)
+    report(True)
 
     def lost(sender: Any, exc: BaseException | None = None) -> None:
+        report(False)
         if up[0] and not getattr(sender, "close_called", False):
             up[0] = False
             log.warning(
@@ -189,6 +198,7 @@ def _log_losses(connection: AbstractRobustConnection) -> None:
             )
 
     def back(sender: Any) -> None:
+        report(True)
         if not up[0]:
             up[0] = True
             log.info("broker reconnected", node=_node(sender))

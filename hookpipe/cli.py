@@ -11,7 +11,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from hookpipe import __version__, providers
+from hookpipe import __version__, providers, tracing
 from hookpipe.errors import SettingsError, SetupError
 from hookpipe.logs import configure_logging
 from hookpipe.settings import Settings
@@ -25,6 +25,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "dlq": ("hookpipe.workers.dlq", "inspect, replay and purge dead letters"),
     "payments": ("hookpipe.workers.payments_cli", "read the payments ledger"),
 }
+# The commands that trace what they do when OTEL_TRACES_EXPORTER asks for it.
+TRACED = frozenset({"ingress", "worker"})
 
 
 def _usage() -> str:
@@ -59,7 +61,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Providers from plugins bring settings of their own, read with the rest.
         settings = Settings.from_env()
         configure_logging(settings.log_format, settings.log_level)
-        return int(module.run(args, settings))
+        if command in TRACED:
+            tracing.configure(command)
+        try:
+            return int(module.run(args, settings))
+        finally:
+            tracing.shut_down()  # exports the spans still waiting in the batch
     except SettingsError as exc:
         print(f"hookpipe: bad setting: {exc}", file=sys.stderr)
         return 2

@@ -64,8 +64,8 @@ Clock = Callable[[], float]
 def create_app(settings: Settings, *, clock: Clock = time.time) -> web.Application:
     """The ingress application; `clock` (Unix seconds) is the "now" timestamps are held to."""
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[mark_begun])
-    publisher = Publisher(settings)
     metrics = IngressMetrics()
+    publisher = Publisher(settings, on_state=metrics.broker_connected.set)
     spool = None
     if settings.spool_dir:
         # Opened now: a directory another ingress holds stops the start with one line.

@@ -9,6 +9,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     PlatformCollector,
     ProcessCollector,
@@ -80,6 +81,14 @@ class IngressMetrics:
             " came past the connection cap (answered 503).",
             ["reason"],
             registry=self.registry,
+        )
+        # livemin: with several processes on a host, 0 as long as one of them is disconnected.
+        self.broker_connected = Gauge(
+            "hookpipe_ingress_broker_connected",
+            "1 while the ingress's connection to the broker is open, 0 while it is not (webhooks"
+            " then go to the outage spool).",
+            registry=self.registry,
+            multiprocess_mode="livemin",
         )
         # labels() takes a lock and builds a key on every call; the label sets are few.
         self._request_children: dict[tuple[str, int], Counter] = {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Final
 
@@ -42,8 +43,11 @@ _PERSISTENT: Final = 2
 class Publisher:
     """One robust connection and one publisher-confirms channel, used by every request."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, *, on_state: Callable[[bool], None] | None = None
+    ) -> None:
         self._settings = settings
+        self._on_state = on_state  # hears the connection come and go (a metrics gauge)
         self._url = settings.amqp_url
         self._reconnect_interval = settings.reconnect_interval
         self._timeout = settings.publish_timeout
@@ -163,6 +167,7 @@ class Publisher:
                     "ingress",
                     timeout=self._timeout,
                     reconnect_interval=self._reconnect_interval,
+                    on_state=self._on_state,
                 )
             except BrokerConnectError as exc:
                 # Answering 503 meanwhile; a refused login or vhost needs the operator.

@@ -69,6 +69,8 @@ class Spooled(msgspec.Struct, array_like=True, frozen=True):
     event_type: str
     request_id: str
     body: bytes
+    # The W3C traceparent of the request's span, when tracing is on: the later publish joins it.
+    traceparent: str = ""
 
 
 Publish = Callable[[Spooled], Awaitable[None]]

@@ -73,10 +73,13 @@ class Pipeline:
 
     def failed(self, queue: str) -> float:
         """Messages of `queue` the worker has dead-lettered or scheduled for a retry."""
-        registry = self.worker.metrics.registry
+        # Whatever the other labels (a dead letter's reason): every sample of this queue.
         return sum(
-            registry.get_sample_value(f"hookpipe_worker_{outcome}_total", {"queue": queue}) or 0.0
-            for outcome in ("retried", "dead_lettered")
+            sample.value
+            for family in self.worker.metrics.registry.collect()
+            if family.name in ("hookpipe_worker_retried", "hookpipe_worker_dead_lettered")
+            for sample in family.samples
+            if sample.name.endswith("_total") and sample.labels.get("queue") == queue
         )
 
 

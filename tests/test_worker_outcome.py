@@ -8,10 +8,12 @@ import pytest
 from hookpipe.errors import SettingsError
 from hookpipe.settings import RetryPolicy
 from hookpipe.workers.errors import PermanentError, TransientError
+from hookpipe.workers.messages import MalformedMessage
 from hookpipe.workers.outcome import (
     ACK,
     MAX_ERROR_CHARS,
     Action,
+    DeadLetterReason,
     error_text,
     outcome_of,
     retry_delay_ms,
@@ -56,6 +58,30 @@ def test_permanent_failures_dead_letter_on_the_first_attempt(exc: Exception) -> 
     assert outcome.action is Action.DEAD_LETTER
     assert outcome.error_type == type(exc).__name__
     assert outcome.error == str(exc)
+
+
+@pytest.mark.parametrize(
+    ("exc", "attempt", "reason"),
+    [
+        (MalformedMessage("the message has no type"), 1, DeadLetterReason.MALFORMED),
+        (msgspec.DecodeError("JSON is malformed"), 1, DeadLetterReason.UNDECODABLE),
+        (msgspec.ValidationError("Expected `str` - at `$.id`"), 1, DeadLetterReason.INVALID),
+        (PermanentError("DreamClass answered 404"), 1, DeadLetterReason.PERMANENT),
+        (SettingsError("HOOKPIPE_DREAMCLASS_API_URL is not set"), 1, DeadLetterReason.PERMANENT),
+        (TransientError("db down"), 4, DeadLetterReason.RETRIES_EXHAUSTED),
+        (ValueError("a bug"), 4, DeadLetterReason.RETRIES_EXHAUSTED),
+    ],
+)
+def test_each_dead_letter_says_why_in_one_of_a_few_reasons(
+    exc: Exception, attempt: int, reason: DeadLetterReason
+) -> None:
+    outcome = outcome_of(exc, attempt, POLICY)
+    assert outcome.action is Action.DEAD_LETTER
+    assert outcome.reason is reason
+
+
+def test_a_retry_has_no_dead_letter_reason() -> None:
+    assert outcome_of(TransientError("db down"), 1, POLICY).reason is None
 
 
 def test_an_unexpected_exception_is_transient_and_its_text_withheld() -> None:

@@ -63,8 +63,11 @@ def always(exc: Exception) -> Callable[[Delivery], None]:
     return behave
 
 
-def sample(worker: Worker, name: str, queue: str = Q) -> float:
-    value = worker.metrics.registry.get_sample_value(name, {"queue": queue})
+DEAD_LETTERED = "hookpipe_worker_dead_lettered_total"
+
+
+def sample(worker: Worker, name: str, queue: str = Q, **labels: str) -> float:
+    value = worker.metrics.registry.get_sample_value(name, {"queue": queue, **labels})
     return value or 0.0
 
 
@@ -136,7 +139,7 @@ async def test_always_failing_ends_in_the_dlq_after_max_attempts(
     async with Worker(test_settings, {Q: handler}) as worker:
         await publish_event(broker, Q, b'{"same": "bytes"}', event_id="evt-doomed")
         dead = await get_message(broker, topology.dlq_name(Q), timeout=10)
-        assert sample(worker, "hookpipe_worker_dead_lettered_total") == 1
+        assert sample(worker, DEAD_LETTERED, reason="retries_exhausted") == 1
         assert sample(worker, "hookpipe_worker_retried_total") == 2
     assert handler.attempts() == [1, 2, 3]
     assert dead.body == b'{"same": "bytes"}'
@@ -345,10 +348,11 @@ async def test_message_without_an_identity_is_dead_lettered(
     broker: Channel, test_settings: Settings
 ) -> None:
     handler = Recorder()
-    async with Worker(test_settings, {Q: handler}):
+    async with Worker(test_settings, {Q: handler}) as worker:
         # aiormq gives a message without message_id a random one: no provider, no event id.
         await publish_event(broker, Q, message_id=None)
         dead = await get_message(broker, topology.dlq_name(Q))
+        await wait_until(lambda: sample(worker, DEAD_LETTERED, reason="malformed") == 1)
         await publish_event(broker, Q, event_id="fine")
         await wait_until(lambda: len(handler.deliveries) == 1, what="the next message")
     assert dead.headers[c.HEADER_ERROR_TYPE] == "MalformedMessage"
@@ -418,7 +422,7 @@ async def test_failed_dead_letter_publish_requeues_the_message(
             await dlq.unbind(dlx, topology.dlq_name(Q))
             await publish_event(broker, Q, event_id="evt-unroutable")
             dead = await get_message(broker, topology.dlq_name(Q))
-            assert sample(worker, "hookpipe_worker_dead_lettered_total") == 1
+            assert sample(worker, DEAD_LETTERED, reason="permanent") == 1
     finally:
         await dlq.bind(dlx, topology.dlq_name(Q))
     # The first dead-lettering failed and the message came back rather than being acked.

@@ -22,7 +22,7 @@ import aiohttp
 import msgspec
 import structlog
 
-from hookpipe import personal
+from hookpipe import personal, tracing
 from hookpipe.ingress.dreamclass import DreamClassSettings
 from hookpipe.schemas.dreamclass import (
     Invoice,
@@ -152,6 +152,12 @@ class DreamClassApi:
 
     async def _get(self, tenant: str, path: str, what: str, decode: Callable[[bytes], T]) -> T:
         """GET base URL + path for a tenant, retried; the answer decoded with `decode`."""
+        with tracing.span(f"dreamclass.api {what}", kind="client"):
+            return await self._get_retried(tenant, path, what, decode)
+
+    async def _get_retried(
+        self, tenant: str, path: str, what: str, decode: Callable[[bytes], T]
+    ) -> T:
         if not _TENANT.fullmatch(tenant):
             raise DreamClassApiError(f"DreamClass {what}: the webhook's tenant is no domain name")
         url = self._base_url + path

@@ -29,6 +29,7 @@ import aiosqlite
 import asyncpg
 import msgspec
 
+from hookpipe import tracing
 from hookpipe.workers.errors import (
     LedgerSetupError,
     LedgerStorageError,
@@ -293,6 +294,10 @@ class Ledger:
         pure: it runs again if the payment changed meanwhile.
         Raises TransientError on connection loss, lock timeouts and serialization failures.
         """
+        with tracing.span("ledger.apply", kind="client"):
+            return await self._apply_retried(event, decide)
+
+    async def _apply_retried(self, event: LedgerEvent, decide: Decide) -> bool:
         try:
             for attempt in range(_APPLY_ATTEMPTS):
                 try:

@@ -7,6 +7,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     PlatformCollector,
     ProcessCollector,
@@ -43,9 +44,16 @@ class WorkerMetrics:
         )
         self.dead_lettered = Counter(
             "hookpipe_worker_dead_lettered",
-            "Messages sent to their queue's DLQ.",
-            ["queue"],
+            "Messages sent to their queue's DLQ, by queue and why (see DeadLetterReason).",
+            ["queue", "reason"],
             registry=self.registry,
+        )
+        # livemin: with several processes on a host, 0 as long as one of them is disconnected.
+        self.broker_connected = Gauge(
+            "hookpipe_worker_broker_connected",
+            "1 while this worker's connection to the broker is open, 0 while it is not.",
+            registry=self.registry,
+            multiprocess_mode="livemin",
         )
         # Error types are a fixed few (TransientError, LedgerStorageError, ValidationError, ...):
         # which kind of trouble the retries and dead letters come from, e.g. a full disk.

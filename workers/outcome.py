@@ -15,6 +15,7 @@ from hookpipe import personal
 from hookpipe.errors import SettingsError
 from hookpipe.settings import RetryPolicy
 from hookpipe.workers.errors import PermanentError, TransientError
+from hookpipe.workers.messages import MalformedMessage
 
 # Dead-letter headers are read by people in `hookpipe dlq show`; a stack of nested causes or a
 # provider's long message is not worth more than this.
@@ -27,6 +28,22 @@ class Action(enum.Enum):
     DEAD_LETTER = "dead-letter"
 
 
+class DeadLetterReason(enum.StrEnum):
+    """Why a worker dead-lettered a message: the `reason` label of the dead-letter counter.
+
+    A fixed few, one per branch of `outcome_of`, so that a dashboard can tell a provider's broken
+    payloads from an outage that outlasted the retries. A message the broker dead-letters itself
+    (its delivery limit reached: workers kept crashing on it) never reaches a worker's settle, so
+    it is not counted here; `dlq show` names it "broker: delivery_limit".
+    """
+
+    MALFORMED = "malformed"  # the message lacks what the ingress always sets (id, type)
+    UNDECODABLE = "undecodable"  # the body is not JSON, or not the JSON of its event type
+    INVALID = "invalid"  # the body decodes but a field fails validation
+    PERMANENT = "permanent"  # the handler says retrying cannot help (a 4xx, a missing setting)
+    RETRIES_EXHAUSTED = "retries_exhausted"  # a passing failure outlasted HOOKPIPE_MAX_ATTEMPTS
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What to do with a message: the action, and for a failure why and (retry) how long to wait."""
@@ -36,6 +53,7 @@ class Outcome:
     error: str = ""  # free of personal data and truncated: it goes into headers and logs
     delay_ms: int = 0  # RETRY only: the delay queue of the schedule the message waits in
     unexpected: bool = False  # not one of our errors: a bug, or a library error left unwrapped
+    reason: DeadLetterReason | None = None  # DEAD_LETTER only
 
 
 ACK = Outcome(Action.ACK)
@@ -48,8 +66,14 @@ def outcome_of(exc: BaseException | None, attempt: int, policy: RetryPolicy) -> 
     error_type = type(exc).__name__
     match exc:
         # ValidationError is a DecodeError: both mean the body can never be decoded.
-        case PermanentError() | SettingsError() | msgspec.DecodeError():
-            return Outcome(Action.DEAD_LETTER, error_type, error_text(exc))
+        case MalformedMessage():
+            return _dead(exc, DeadLetterReason.MALFORMED)
+        case msgspec.ValidationError():
+            return _dead(exc, DeadLetterReason.INVALID)
+        case msgspec.DecodeError():
+            return _dead(exc, DeadLetterReason.UNDECODABLE)
+        case PermanentError() | SettingsError():
+            return _dead(exc, DeadLetterReason.PERMANENT)
         case TransientError():
             message = error_text(exc)
             retry_after = exc.retry_after
@@ -62,9 +86,19 @@ def outcome_of(exc: BaseException | None, attempt: int, policy: RetryPolicy) -> 
     unexpected = not isinstance(exc, TransientError)
     if attempt >= policy.max_attempts:
         message = _truncate(f"gave up after {attempt} attempts: {message}")
-        return Outcome(Action.DEAD_LETTER, error_type, message, unexpected=unexpected)
+        return Outcome(
+            Action.DEAD_LETTER,
+            error_type,
+            message,
+            unexpected=unexpected,
+            reason=DeadLetterReason.RETRIES_EXHAUSTED,
+        )
     delay_ms = retry_delay_ms(policy, attempt, retry_after)
     return Outcome(Action.RETRY, error_type, message, delay_ms, unexpected)
+
+
+def _dead(exc: BaseException, reason: DeadLetterReason) -> Outcome:
+    return Outcome(Action.DEAD_LETTER, type(exc).__name__, error_text(exc), reason=reason)
 
 
 def retry_delay_ms(policy: RetryPolicy, retry: int, retry_after: float | None = None) -> int:

@@ -147,6 +147,7 @@ class Worker:
             self.settings.amqp_url,
             "worker",
             reconnect_interval=self.settings.reconnect_interval,
+            on_state=self.metrics.broker_connected.set,
         )
         try:
             # on_return_raises: an unroutable retry or dead letter must fail its publish (and
@@ -308,7 +309,7 @@ class Worker:
                 delay_ms=outcome.delay_ms,
             )
         else:
-            self.metrics.dead_lettered.labels(queue).inc()
+            self.metrics.dead_lettered.labels(queue, str(outcome.reason)).inc()
             log.error(
                 "dead-lettered",
                 error_type=outcome.error_type,

@@ -23,6 +23,7 @@ from typing import Any, Final
 
 import structlog
 
+from hookpipe import tracing
 from hookpipe.ingress.dreamclass import DreamClassSettings
 from hookpipe.providers import HandlerContext
 from hookpipe.schemas.dreamclass import (
@@ -97,7 +98,8 @@ class DreamClassPayments:
 
     async def record(self, delivery: Delivery) -> None:
         """PAYMENT_CREATED / PAYMENT_UPDATED: record the payment as the DreamClass API shows it."""
-        event = payment_event_decoder.decode(delivery.body)
+        with tracing.span("decode"):
+            event = payment_event_decoder.decode(delivery.body)
         event_type = _queue_type(delivery, (PAYMENT_CREATED, PAYMENT_UPDATED))
         api = self.api
         data = event.data
@@ -127,7 +129,8 @@ class DreamClassPayments:
 
     async def delete(self, delivery: Delivery) -> None:
         """PAYMENT_DELETED: mark the payment deleted, once the API no longer lists it."""
-        event = payment_deleted_decoder.decode(delivery.body)
+        with tracing.span("decode"):
+            event = payment_deleted_decoder.decode(delivery.body)
         event_type = _queue_type(delivery, (PAYMENT_DELETED,))
         api = self.api
         payment_id = str(event.data.id)

@@ -13,6 +13,7 @@ from typing import Any, Final
 
 import structlog
 
+from hookpipe import tracing
 from hookpipe.providers import HandlerContext
 from hookpipe.schemas.flexprice import PAYMENT_EVENT_TYPES, Payment, payment_event_decoder
 from hookpipe.workers.handlers.base import Delivery, Handler
@@ -68,7 +69,8 @@ async def apply_payment_event(ledger: Ledger, delivery: Delivery) -> bool:
 
     Returns False when the event was applied already. Raises msgspec errors on a bad body.
     """
-    event = payment_event_decoder.decode(delivery.body)
+    with tracing.span("decode"):
+        event = payment_event_decoder.decode(delivery.body)
     payment = event.payment
     state = PaymentState(
         status=STATUSES[payment.payment_status],

@@ -15,6 +15,7 @@ from typing import Any, Final
 import msgspec
 import structlog
 
+from hookpipe import tracing
 from hookpipe.providers import HandlerContext
 from hookpipe.schemas.jodo import (
     DIRECT_PAYMENT_CANCELLED,
@@ -54,7 +55,8 @@ async def apply_order_payment_debited(ledger: Ledger, delivery: Delivery) -> boo
 
     Raises msgspec errors on a bad body, PermanentError on a body of another event type.
     """
-    event = decode(delivery.body)
+    with tracing.span("decode"):
+        event = decode(delivery.body)
     if not isinstance(event, OrderPaymentDebited):
         raise PermanentError(f"expected a Jodo {ORDER_PAYMENT_DEBITED} event, got another type")
     order = event.payload.order
@@ -78,7 +80,8 @@ async def apply_direct_payment_cancelled(ledger: Ledger, delivery: Delivery) -> 
 
     Raises msgspec errors on a bad body, PermanentError on a body of another event type.
     """
-    event = decode(delivery.body)
+    with tracing.span("decode"):
+        event = decode(delivery.body)
     if not isinstance(event, DirectPaymentCancelled):
         raise PermanentError(f"expected a Jodo {DIRECT_PAYMENT_CANCELLED} event, got another type")
     payment = event.payload.payment

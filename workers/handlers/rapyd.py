@@ -11,6 +11,7 @@ from typing import Any, Final
 
 import structlog
 
+from hookpipe import tracing
 from hookpipe.providers import HandlerContext
 from hookpipe.schemas.rapyd import (
     INVOICE_PAYMENT_CREATED,
@@ -68,7 +69,8 @@ async def apply_invoice_payment(ledger: Ledger, delivery: Delivery) -> bool:
     Returns False when the event was applied already. Raises msgspec errors on a bad body and
     PermanentError on a payment status Rapyd does not document.
     """
-    event = invoice_payment_created_decoder.decode(delivery.body)
+    with tracing.span("decode"):
+        event = invoice_payment_created_decoder.decode(delivery.body)
     payment = event.data.payment
     status = STATUSES.get(payment.status)
     if status is None:
