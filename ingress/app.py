@@ -23,7 +23,7 @@ import structlog
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from hookpipe import providers
+from hookpipe import providers, tracing
 from hookpipe.errors import BrokerUnavailable
 from hookpipe.ingress.envelope import Envelope
 from hookpipe.ingress.errors import (
@@ -137,6 +137,17 @@ class _Webhooks:
         name = request.match_info["provider"]
         # A metric label and a log field: an unknown name must not mint new ones.
         label = name if name in self._authenticators or name in self._not_configured else "unknown"
+        if not tracing.enabled():
+            return await self._handle(request, name, label)
+        with tracing.span(
+            f"POST /webhooks/{label}", kind="server", attributes={"hookpipe.provider": label}
+        ) as span:
+            response = await self._handle(request, name, label)
+            if span is not None:
+                span.set_attribute("http.response.status_code", response.status)
+            return response
+
+    async def _handle(self, request: web.Request, name: str, label: str) -> web.Response:
         request_id = _request_id(request.headers.get(REQUEST_ID_HEADER))
         # aiohttp serves a keep-alive connection's requests in one task: start each one clean.
         structlog.contextvars.clear_contextvars()
@@ -145,9 +156,10 @@ class _Webhooks:
             authenticator = self._authenticator(name)
             body = await self._read(request)
             received_at_ms = time.time_ns() // 1_000_000
-            envelope = authenticator.authenticate(
-                body, request.headers, request.remote, self._clock()
-            )
+            with tracing.span("verify"):
+                envelope = authenticator.authenticate(
+                    body, request.headers, request.remote, self._clock()
+                )
             structlog.contextvars.bind_contextvars(
                 event_id=envelope.event_id, event_type=envelope.event_type
             )
@@ -207,7 +219,8 @@ class _Webhooks:
     ) -> None:
         started = time.perf_counter()
         try:
-            await self._publisher.publish(body, name, envelope, request_id, received_at_ms)
+            with tracing.span("publish", kind="producer"):
+                await self._publisher.publish(body, name, envelope, request_id, received_at_ms)
         finally:
             # A failed or timed-out publish is observed too: it is the tail this shows.
             self._metrics.publish_seconds.observe(time.perf_counter() - started)
@@ -222,7 +235,11 @@ class _Webhooks:
         received_at_ms: int,
     ) -> None:
         event_id, event_type = envelope
-        await spool.append(Spooled(received_at_ms, name, event_id, event_type, request_id, body))
+        with tracing.span("spool"):
+            record = Spooled(
+                received_at_ms, name, event_id, event_type, request_id, body, tracing.traceparent()
+            )
+            await spool.append(record)
         log.debug("webhook spooled")
 
     def _accepted(self, envelope: Envelope, request_id: str, label: str) -> web.Response:

@@ -19,9 +19,10 @@ import structlog
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS, AMQPChannelError, DeliveryError
 from pamqp.commands import Basic
+from pamqp.common import FieldValue
 
 from hookpipe import constants as c
-from hookpipe import topology
+from hookpipe import topology, tracing
 from hookpipe.broker import BrokerConnectError, connect
 from hookpipe.errors import BrokerUnavailable
 from hookpipe.ingress.envelope import Envelope
@@ -95,17 +96,20 @@ class Publisher:
         if channel is None or channel.is_closed:
             raise BrokerUnavailable("not connected to the broker")
         event_id, event_type = envelope
+        headers: dict[str, FieldValue] = {
+            c.HEADER_RECEIVED_AT: received_at_ms,
+            c.HEADER_REQUEST_ID: request_id,
+            c.HEADER_ATTEMPT: 0,
+            c.HEADER_PROVIDER: provider,
+            c.HEADER_EVENT_ID: event_id,
+        }
+        if tracing.enabled():
+            tracing.inject(headers)
         # aiormq's own properties: aio_pika.Message would build the same object, with more work.
         properties = Basic.Properties(
             content_type="application/json",
             delivery_mode=_PERSISTENT,
-            headers={
-                c.HEADER_RECEIVED_AT: received_at_ms,
-                c.HEADER_REQUEST_ID: request_id,
-                c.HEADER_ATTEMPT: 0,
-                c.HEADER_PROVIDER: provider,
-                c.HEADER_EVENT_ID: event_id,
-            },
+            headers=headers,
             message_id=f"{provider}:{event_id}",
             timestamp=datetime.fromtimestamp(received_at_ms // 1000, UTC),
             message_type=event_type,
@@ -133,9 +137,10 @@ class Publisher:
     async def publish_spooled(self, record: Spooled) -> None:
         """Publish a webhook from the outage spool as it would have been published at once."""
         envelope = Envelope(record.event_id, record.event_type)
-        await self.publish(
-            record.body, record.provider, envelope, record.request_id, record.received_at_ms
-        )
+        with tracing.resumed(record.traceparent), tracing.span("publish", kind="producer"):
+            await self.publish(
+                record.body, record.provider, envelope, record.request_id, record.received_at_ms
+            )
 
     async def _run(self) -> None:
         connection = await self._connect()

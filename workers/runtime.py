@@ -30,7 +30,7 @@ from aio_pika.abc import (
 )
 
 from hookpipe import constants as c
-from hookpipe import topology
+from hookpipe import topology, tracing
 from hookpipe.broker import connect, connection_name
 from hookpipe.settings import Settings
 from hookpipe.workers.handlers.base import Delivery, Handler
@@ -128,6 +128,20 @@ class Worker:
     @property
     def queues(self) -> tuple[str, ...]:
         return tuple(self.handlers)
+
+    @property
+    def consuming(self) -> bool:
+        """Whether the broker connection is open and every queue has its consumer (a robust
+        connection restores them after a reconnect): the worker's readiness."""
+        connection, channel = self._connection, self._channel
+        return (
+            not self._stopping
+            and connection is not None
+            and connection.connected.is_set()
+            and channel is not None
+            and not channel.is_closed
+            and len(self._consumers) == len(self.handlers)
+        )
 
     @property
     def in_flight(self) -> int:
@@ -246,14 +260,20 @@ class Worker:
             ):
                 await self._settle(queue, message, attempt, outcome)
             return
-        with structlog.contextvars.bound_contextvars(
-            request_id=request_id,
-            provider=delivery.provider,
-            event_id=delivery.event_id,
-            event_type=delivery.event_type,
-            queue=queue,
-            attempt=delivery.attempt,
+        with (
+            structlog.contextvars.bound_contextvars(
+                request_id=request_id,
+                provider=delivery.provider,
+                event_id=delivery.event_id,
+                event_type=delivery.event_type,
+                queue=queue,
+                attempt=delivery.attempt,
+            ),
+            # The ingress's trace goes on here, through the message's traceparent header.
+            tracing.span(f"handle {queue}", kind="consumer", parent=message.headers) as span,
         ):
+            if span is not None:
+                span.set_attribute("hookpipe.attempt", delivery.attempt)
             started = time.perf_counter()
             error: Exception | None = None
             try:
@@ -262,6 +282,7 @@ class Worker:
                 error = exc
             elapsed = time.perf_counter() - started
             self.metrics.handler_seconds.labels(queue).observe(elapsed)
+            self.metrics.process_handled.inc()
             outcome = outcome_of(error, delivery.attempt, self.settings.retry)
             if outcome.unexpected and error is not None:
                 log.warning(
