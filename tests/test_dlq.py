@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 
 import aio_pika
@@ -29,11 +29,13 @@ from hookpipe.workers.dlq_select import ReplayFilter
 from hookpipe.workers.handlers import open_handlers
 from hookpipe.workers.ledger import Ledger
 from hookpipe.workers.runtime import Worker
-from tests.conftest import queue_depth
+from tests.conftest import fixture_bytes, queue_depth
 from tests.dreamclass_fake import FakeDreamClass
 from tests.dreamclass_fake import dreamclass_fake as dreamclass_fake  # the fixture
-from tests.ingress_support import dreamclass_body
+from tests.ingress_support import Ingress, dreamclass_body, signed
 from tests.worker_support import publish_event, subprocess_env, wait_until
+
+pytest_plugins = ("tests.ingress_fixtures",)
 
 Channel = aio_pika.abc.AbstractChannel
 Q = "flexprice.payment.failed"
@@ -105,7 +107,7 @@ async def test_list_counts_each_dlq_and_ages_its_oldest(
 ) -> None:
     summaries = {s.queue: s for s in await dlq_ops.list_dlqs(test_settings)}
 
-    assert set(summaries) == set(handled_queues())
+    assert set(summaries) == {*handled_queues(), c.UNROUTED_QUEUE}
     assert summaries[Q].messages == 6
     oldest = summaries[Q].oldest_failed_at
     assert oldest is not None
@@ -137,6 +139,131 @@ async def test_show_reads_the_reasons_and_removes_nothing(
     assert shown_body(first.body)["customer_email"] == personal.MASK
     assert "ada@example.com" in shown_body(first.body, reveal=True)
     assert await message_ids(six, DLQ) == ids(0, 1, 2, 3, 4, 5)
+
+
+# --- hookpipe.unrouted -----------------------------------------------------------------------
+
+UNROUTED = c.UNROUTED_QUEUE
+# An event type no provider module handles: the alternate exchange takes it.
+UNHANDLED = "jodo.order.refund.created"
+
+
+async def unrouted(channel: Channel, event_id: str, key: str = UNHANDLED) -> None:
+    """Publish as the ingress does to a routing key no queue is bound for."""
+    body = orjson.dumps({"event_id": event_id, "order": {"email": "ada@example.com"}})
+    await publish_event(channel, key, body, event_id=event_id)
+
+
+async def test_an_unrouted_webhook_from_the_ingress_shows_in_list(
+    broker: Channel, ingress: Ingress, test_settings: Settings
+) -> None:
+    seed = orjson.loads(fixture_bytes("jodo.order.payment.debited.json"))
+    seed["event_id"], seed["event"] = "evt-refund", "order.refund.created"
+    body, headers = signed("jodo", orjson.dumps(seed))
+
+    response = await ingress.post("jodo", body, headers)
+
+    assert response.status == 200
+    await wait_until(lambda: _depth_is(broker, UNROUTED, 1), what="the webhook in " + UNROUTED)
+    summaries = {s.dlq: s for s in await dlq_ops.list_dlqs(test_settings)}
+    assert summaries[UNROUTED].messages == 1
+    received = summaries[UNROUTED].oldest_failed_at
+    assert received is not None and datetime.now(UTC) - received < timedelta(seconds=30)
+    [letter] = (await dlq_ops.show(test_settings, UNROUTED))[1]
+    assert (letter.queue, letter.dead_lettered_by, letter.error_type) == (
+        UNHANDLED,
+        "unrouted",
+        "unrouted",
+    )
+    assert letter.event_id == "evt-refund"
+    assert "no handler" in str(letter.error)
+
+
+async def test_unrouted_messages_are_shown_masked(broker: Channel, test_settings: Settings) -> None:
+    await unrouted(broker, "evt-u1")
+
+    code, out, _ = await run_cli(test_settings, "dlq", "show", "--queue", UNROUTED)
+
+    assert code == 0
+    assert "evt-u1" in out and UNHANDLED in out
+    assert "ada@example.com" not in out
+    assert await queue_depth(broker, UNROUTED) == 1
+
+
+async def test_replay_moves_unrouted_messages_once_their_queue_is_handled(
+    broker: Channel, test_settings: Settings
+) -> None:
+    events = await broker.get_exchange(c.EVENTS_EXCHANGE, ensure=False)
+    queue = await broker.get_queue(Q, ensure=False)
+    # As before its handler shipped: no queue bound for the type when the webhook came.
+    await queue.unbind(events, Q)
+    try:
+        await unrouted(broker, "evt-early", key=Q)
+        await unrouted(broker, "evt-other")
+    finally:
+        await queue.bind(events, Q)
+    steps: list[dlq_ops.ReplayStep] = []
+
+    report = await dlq_ops.replay(test_settings, UNROUTED, on_step=steps.append)
+
+    assert (report.moved, report.kept, report.no_handler, report.failed) == (1, 1, 1, 0)
+    assert [(s.action, s.reason) for s in steps] == [("moved", None), ("kept", "no-handler")]
+    [moved] = [m async for m in _drain(broker, Q)]
+    assert moved.message_id == "flexprice:evt-early"
+    assert moved.headers[c.HEADER_REPLAY_COUNT] == 1
+    assert moved.headers[c.HEADER_ATTEMPT] == 0
+    # Still no handler for the other: it stays, in its place, for a later replay.
+    assert await message_ids(broker, UNROUTED) == ["jodo:evt-other"]
+
+
+async def test_replay_of_an_unrouted_message_whose_queue_is_missing_keeps_it(
+    broker: Channel, test_settings: Settings
+) -> None:
+    events = await broker.get_exchange(c.EVENTS_EXCHANGE, ensure=False)
+    requeue = await broker.get_exchange(c.REQUEUE_EXCHANGE, ensure=False)
+    queue = await broker.get_queue(Q, ensure=False)
+    # This installation has the handler; the broker has no queue bound for it yet.
+    await queue.unbind(events, Q)
+    await queue.unbind(requeue, Q)
+    try:
+        await unrouted(broker, "evt-early", key=Q)
+        report = await dlq_ops.replay(test_settings, UNROUTED)
+    finally:
+        await queue.bind(requeue, Q)
+        await queue.bind(events, Q)
+
+    assert (report.moved, report.failed) == (0, 1)
+    assert "topology declare" in report.errors[0]
+    assert await message_ids(broker, UNROUTED) == ["flexprice:evt-early"]
+    assert await queue_depth(broker, Q) == 0
+
+
+async def test_cli_lists_and_purges_unrouted(broker: Channel, test_settings: Settings) -> None:
+    for n in range(3):
+        await unrouted(broker, f"evt-u{n}")
+
+    code, out, _ = await run_cli(test_settings, "dlq", "list", "--json")
+
+    assert code == 0
+    [line] = [orjson.loads(x) for x in out.splitlines() if orjson.loads(x)["dlq"] == UNROUTED]
+    assert (line["kind"], line["messages"]) == ("unrouted", 3)
+    assert 0 <= line["oldest_age_seconds"] < 30
+
+    code, out, _ = await run_cli(test_settings, "dlq", "list")
+    assert code == 0 and UNROUTED in out
+
+    code, out, _ = await run_cli(test_settings, "dlq", "purge", "--queue", UNROUTED, "--yes")
+    assert code == 0
+    assert f"{UNROUTED}: deleted 3" in out
+    assert await queue_depth(broker, UNROUTED) == 0
+
+
+async def _drain(
+    channel: Channel, name: str
+) -> AsyncIterator[aio_pika.abc.AbstractIncomingMessage]:
+    queue = await channel.get_queue(name, ensure=False)
+    while (message := await queue.get(no_ack=True, fail=False)) is not None:
+        yield message
 
 
 # --- replay ----------------------------------------------------------------------------------
@@ -377,7 +504,7 @@ async def test_cli_list_json_gives_a_line_per_dlq(six: Channel, test_settings: S
 
     assert code == 0
     lines = [orjson.loads(line) for line in out.splitlines()]
-    assert len(lines) == len(handled_queues())
+    assert len(lines) == len(handled_queues()) + 1  # and hookpipe.unrouted
     [ours] = [line for line in lines if line["dlq"] == DLQ]
     assert ours["messages"] == 6
     assert 7100 < ours["oldest_age_seconds"] < 7300
@@ -495,3 +622,38 @@ async def test_a_replay_killed_midway_loses_nothing(
 
 async def _at_least(channel: Channel, queue: str, depth: int) -> bool:
     return await queue_depth(channel, queue) >= depth
+
+
+# --- why, counted ----------------------------------------------------------------------------
+
+
+async def test_the_real_handlers_count_each_dead_letter_by_reason(
+    broker: Channel, test_settings: Settings
+) -> None:
+    queue = "jodo.order.payment.debited"
+    seed = orjson.loads(fixture_bytes(f"{queue}.json"))
+    seed["payload"]["order"]["paid_at"] = 17  # a number where a time must be
+    async with open_handlers(test_settings) as handlers, Worker(test_settings, handlers) as worker:
+        await publish_event(broker, queue, b"{not json", event_id="evt-garbled")
+        await publish_event(broker, queue, orjson.dumps(seed), event_id="evt-invalid")
+        await publish_event(broker, queue, event_id="", message_id=None)
+        await wait_until(
+            lambda: _depth_is(broker, topology.dlq_name(queue), 3), what="three dead letters"
+        )
+        await wait_until(lambda: _dead_lettered(worker, queue) == 3, what="three counted")
+    assert {
+        reason: _dead_lettered(worker, queue, reason)
+        for reason in ("undecodable", "invalid", "malformed")
+    } == {"undecodable": 1, "invalid": 1, "malformed": 1}
+
+
+def _dead_lettered(worker: Worker, queue: str, reason: str | None = None) -> float:
+    return sum(
+        sample.value
+        for family in worker.metrics.registry.collect()
+        if family.name == "hookpipe_worker_dead_lettered"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+        and sample.labels["queue"] == queue
+        and reason in (None, sample.labels["reason"])
+    )

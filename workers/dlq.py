@@ -38,12 +38,18 @@ EXIT_INTERRUPTED = 130
 def configure(parser: argparse.ArgumentParser) -> None:
     """The list, show, replay and purge subcommands and their options."""
     handled = ", ".join(handled_queues())
-    queue_help = f"a handled queue or its .dlq ({handled})"
+    queue_help = (
+        f"a handled queue or its .dlq ({handled}), or {c.UNROUTED_QUEUE}: the webhooks no queue"
+        " was bound for"
+    )
     commands = parser.add_subparsers(
         dest="action", required=True, metavar="{list,show,replay,purge}"
     )
 
-    listing = commands.add_parser("list", help="every DLQ with its message count and oldest age")
+    listing = commands.add_parser(
+        "list",
+        help=f"every DLQ and {c.UNROUTED_QUEUE} with its message count and oldest age",
+    )
     listing.add_argument("--queue", metavar="Q", help=f"only this one: {queue_help}")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
 
@@ -172,7 +178,7 @@ async def _interruptible() -> AsyncIterator[asyncio.Event]:
 async def _list(settings: Settings, queue: str | None, as_json: bool, stop: asyncio.Event) -> int:
     from hookpipe.workers.dlq_ops import list_dlqs
 
-    summaries = await list_dlqs(settings, [queue] if queue else handled_queues(), stop=stop)
+    summaries = await list_dlqs(settings, [queue] if queue else None, stop=stop)
     now = datetime.now(UTC)
     if as_json:
         for summary in summaries:
@@ -199,6 +205,7 @@ def _summary_json(summary: DlqSummary, now: datetime) -> dict[str, Any]:
     return {
         "queue": summary.queue,
         "dlq": summary.dlq,
+        "kind": "unrouted" if summary.dlq == c.UNROUTED_QUEUE else "dlq",
         "messages": summary.messages,
         "oldest_failed_at": iso(oldest),
         "oldest_age_seconds": None if oldest is None else round((now - oldest).total_seconds(), 3),
@@ -212,7 +219,7 @@ def _summary_json(summary: DlqSummary, now: datetime) -> dict[str, Any]:
 async def _show(
     settings: Settings, queue: str, args: argparse.Namespace, stop: asyncio.Event
 ) -> int:
-    from hookpipe import topology
+    from hookpipe.workers.dlq_letter import letters_queue
     from hookpipe.workers.dlq_ops import show
 
     total, letters = await show(settings, queue, args.limit, stop=stop)
@@ -224,7 +231,7 @@ async def _show(
         for position, letter in enumerate(letters, 1):
             _print_json(letter_json(letter, position, reveal=reveal))
         return EXIT_OK
-    dlq = topology.dlq_name(queue)
+    dlq = letters_queue(queue)
     if not letters:
         print(f"{dlq} is empty")
         return EXIT_OK
@@ -289,7 +296,9 @@ def _letter_block(letter: DeadLetter, position: int, now: datetime, *, reveal: b
     ]
     if letter.replayed_error:
         lines.append(f"  before replay: {letter.replayed_error}")
-    if letter.queue != letter.dlq.removesuffix(c.DLQ_SUFFIX):
+    if letter.dlq == c.UNROUTED_QUEUE:
+        lines.append(f"  routing key:   {letter.queue or '-'}")
+    elif letter.queue != letter.dlq.removesuffix(c.DLQ_SUFFIX):
         lines.append(f"  origin queue:  {letter.queue}")
     body = shown_body(letter.body, reveal=reveal)
     text = (
@@ -365,6 +374,7 @@ def _report_json(report: ReplayReport) -> dict[str, Any]:
         "moved": report.moved,
         "would_move": report.would_move,
         "kept": report.kept,
+        "no_handler": report.no_handler,
         "failed": report.failed,
         "not_scanned": report.not_scanned,
         "dry_run": report.dry_run,
@@ -379,6 +389,11 @@ def _report_line(report: ReplayReport) -> str:
     else:
         done = f"moved {report.moved}, kept {report.kept}, failed {report.failed}"
     line = f"{report.dlq}: {done} ({report.scanned} of {report.total} looked at)"
+    if report.no_handler:
+        line += (
+            f"; {report.no_handler} kept for want of a handler for their event type (they stay"
+            f" in {report.dlq} until one exists)"
+        )
     if report.interrupted:
         line += f"; interrupted, {report.not_scanned} not looked at stay in the DLQ"
     return line
@@ -420,10 +435,10 @@ async def _purge(
     yes: bool,
     stop: asyncio.Event,
 ) -> int:
-    from hookpipe import topology
+    from hookpipe.workers.dlq_letter import letters_queue
     from hookpipe.workers.dlq_ops import purge
 
-    dlq = topology.dlq_name(queue)
+    dlq = letters_queue(queue)
 
     async def confirm(count: int) -> bool:
         if yes:

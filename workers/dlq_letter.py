@@ -53,6 +53,15 @@ _DEATH_REASONS: Final = {
 }
 
 
+# What an unrouted message's reason says: the alternate exchange took it, no queue being bound.
+UNROUTED_ERROR_TYPE: Final = "unrouted"
+
+
+def letters_queue(queue: str) -> str:
+    """The queue that holds `queue`'s dead letters: its DLQ, or hookpipe.unrouted itself."""
+    return c.UNROUTED_QUEUE if queue == c.UNROUTED_QUEUE else topology.dlq_name(queue)
+
+
 # --- Reading a dead letter -------------------------------------------------------------------
 
 
@@ -60,13 +69,16 @@ _DEATH_REASONS: Final = {
 class DeadLetter:
     """One dead-lettered message, as read from its DLQ: why it died, when, and its body."""
 
-    dlq: str
-    queue: str  # the handled queue it died in, where a replay sends it
+    dlq: str  # the queue it was read from: a DLQ, or hookpipe.unrouted
+    # The handled queue it died in, where a replay sends it; for an unrouted message, the
+    # routing key no queue was bound for ({provider}.{event type}), which a handler may now take.
+    queue: str
     message_id: str | None
     provider: str | None
     event_id: str | None
     event_type: str | None
-    dead_lettered_by: str | None  # "worker" (our headers), "broker" (x-death) or None
+    # "worker" (our headers), "broker" (x-death), "unrouted" (hookpipe.unrouted) or None
+    dead_lettered_by: str | None
     error_type: str | None
     error: str | None
     attempts: int | None
@@ -95,7 +107,8 @@ class DeadLetter:
 
 
 def read_dead_letter(message: AbstractIncomingMessage, queue: str) -> DeadLetter:
-    """A DLQ message of handled queue `queue` as a DeadLetter; never raises on odd headers."""
+    """A DLQ message of handled queue `queue` (or a message of hookpipe.unrouted, `queue` being
+    that) as a DeadLetter; never raises on odd headers."""
     headers: dict[str, Any] = dict(message.headers or {})
     provider: str | None
     event_id: str | None
@@ -103,6 +116,8 @@ def read_dead_letter(message: AbstractIncomingMessage, queue: str) -> DeadLetter
         provider, event_id = identity_of(message.message_id, headers)
     except MalformedMessage:
         provider = event_id = None
+    if queue == c.UNROUTED_QUEUE:
+        return _unrouted(message, headers, provider, event_id)
     death = _broker_death(headers)
     error = text_header(headers, c.HEADER_ERROR)
     error_type = text_header(headers, c.HEADER_ERROR_TYPE)
@@ -138,6 +153,43 @@ def read_dead_letter(message: AbstractIncomingMessage, queue: str) -> DeadLetter
         first_failure=first_failure,
         last_failure=last_failure,
         worker=text_header(headers, c.HEADER_WORKER),
+        replay_count=max(int_header(headers, c.HEADER_REPLAY_COUNT) or 0, 0),
+        replayed_at=_ms_time(headers, c.HEADER_REPLAYED_AT),
+        replayed_error=text_header(headers, HEADER_REPLAYED_ERROR),
+        received_at=_ms_time(headers, c.HEADER_RECEIVED_AT),
+        request_id=text_header(headers, c.HEADER_REQUEST_ID),
+        timestamp=_aware(message.timestamp),
+        headers=headers,
+        body=message.body,
+    )
+
+
+def _unrouted(
+    message: AbstractIncomingMessage,
+    headers: dict[str, Any],
+    provider: str | None,
+    event_id: str | None,
+) -> DeadLetter:
+    """A message the alternate exchange put in hookpipe.unrouted: no queue was bound for its
+    routing key when the ingress published it. It never failed: its age is its receipt's."""
+    key = f"{provider}.{message.type}" if provider and message.type else message.routing_key
+    received_at = _ms_time(headers, c.HEADER_RECEIVED_AT) or _aware(message.timestamp)
+    handled = key in handled_queues()
+    return DeadLetter(
+        dlq=c.UNROUTED_QUEUE,
+        queue=key or "",
+        message_id=message.message_id,
+        provider=provider,
+        event_id=event_id,
+        event_type=message.type,
+        dead_lettered_by="unrouted",
+        error_type=UNROUTED_ERROR_TYPE,
+        error=f"no queue was bound for routing key {key!r}"
+        + ("; it has a handler now, 'dlq replay' moves it" if handled else "; no handler for it"),
+        attempts=None,
+        first_failure=received_at,
+        last_failure=received_at,
+        worker=None,
         replay_count=max(int_header(headers, c.HEADER_REPLAY_COUNT) or 0, 0),
         replayed_at=_ms_time(headers, c.HEADER_REPLAYED_AT),
         replayed_error=text_header(headers, HEADER_REPLAYED_ERROR),

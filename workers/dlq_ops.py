@@ -1,4 +1,5 @@
-"""The dead-letter operations: list, show, replay and purge the DLQ of a handled queue.
+"""The dead-letter operations: list, show, replay and purge the DLQ of a handled queue, or
+hookpipe.unrouted (the webhooks no queue was bound for when they came).
 
 Each works in a session (hookpipe.workers.dlq_session) that takes the DLQ's messages and gives
 back, in order, those the operation does not remove.
@@ -7,6 +8,12 @@ Replay publishes each message to the requeue exchange, routed by its origin queu
 a publisher confirm, and acknowledges it from the DLQ only once confirmed. A crash between the
 two leaves the message in both queues; the ledger records each processed event, so its second
 run changes nothing. The reverse, acknowledged but not published, cannot happen.
+
+An unrouted message is replayed the same way, to the handled queue named as its routing key
+({provider}.{event type}), once this installation has a handler for it; one still without a
+handler stays in hookpipe.unrouted, in its place. The requeue exchange, not hookpipe.events: it
+routes to that one queue only, and it has no alternate exchange, so a queue not yet declared
+makes the publish fail (the message stays) instead of sending it round to hookpipe.unrouted.
 """
 
 from __future__ import annotations
@@ -22,10 +29,14 @@ import aiormq
 from aio_pika.abc import AbstractIncomingMessage
 
 from hookpipe import constants as c
-from hookpipe import topology
 from hookpipe.providers import handled_queues
 from hookpipe.settings import Settings
-from hookpipe.workers.dlq_letter import DeadLetter, read_dead_letter, replay_headers
+from hookpipe.workers.dlq_letter import (
+    DeadLetter,
+    letters_queue,
+    read_dead_letter,
+    replay_headers,
+)
 from hookpipe.workers.dlq_select import ReplayFilter
 from hookpipe.workers.dlq_session import connect, open_session, ready_count
 from hookpipe.workers.errors import DlqBusy
@@ -50,10 +61,10 @@ async def list_dlqs(
     stop: asyncio.Event | None = None,
 ) -> list[DlqSummary]:
     """Each DLQ's message count and oldest failure, reading (and giving back) every message;
-    every handled queue's unless `queues` names some.
+    every handled queue's and hookpipe.unrouted unless `queues` names some.
 
     Setting `stop` ends it early, with the DLQs done so far."""
-    queues = handled_queues() if queues is None else queues
+    queues = (*handled_queues(), c.UNROUTED_QUEUE) if queues is None else queues
     stop = stop or asyncio.Event()
     summaries = []
     for queue in queues:
@@ -72,10 +83,10 @@ async def list_dlqs(
             connection = await connect(settings)
             try:
                 channel = await connection.channel()
-                count = await ready_count(channel, topology.dlq_name(queue))
+                count = await ready_count(channel, letters_queue(queue))
             finally:
                 await connection.close()
-            summaries.append(DlqSummary(queue, topology.dlq_name(queue), count, None, busy=True))
+            summaries.append(DlqSummary(queue, letters_queue(queue), count, None, busy=True))
     return summaries
 
 
@@ -103,6 +114,9 @@ async def show(
 
 # --- replay ----------------------------------------------------------------------------------
 
+# Why replay kept an unrouted message: this installation has no handler for its routing key.
+NO_HANDLER = "no-handler"
+
 
 @dataclass(frozen=True, slots=True)
 class ReplayStep:
@@ -110,7 +124,8 @@ class ReplayStep:
 
     letter: DeadLetter
     action: str
-    reason: str | None = None  # kept: the filter that kept it, or "limit"; failed: the error
+    # kept: the filter that kept it, "limit", or NO_HANDLER (unrouted); failed: the error
+    reason: str | None = None
     position: int = 0  # 1-based, in the DLQ's order
     total: int = 0
 
@@ -123,6 +138,7 @@ class ReplayReport:
     moved: int = 0
     would_move: int = 0
     kept: int = 0
+    no_handler: int = 0  # of those kept: unrouted messages no handler takes yet
     failed: int = 0
     interrupted: bool = False
     dry_run: bool = False
@@ -170,6 +186,10 @@ async def replay(
             letter = read_dead_letter(message, queue)
             position = report.scanned
             reason = "limit" if limit_reached else selection.rejects(letter)
+            if reason is None and letter.queue not in handled_queues():
+                # Unrouted, and still no handler: it stays where it is, for a later replay.
+                reason = NO_HANDLER
+                report.no_handler += 1
             if reason is not None:
                 session.keep(message)
                 report.kept += 1
@@ -208,6 +228,8 @@ async def replay(
                 session.keep(message)
                 report.failed += 1
                 error = f"publish to {letter.queue} not confirmed: {type(exc).__name__}"
+                if isinstance(exc, aiormq.exceptions.PublishError):
+                    error += " (the broker routed it nowhere: run 'hookpipe topology declare')"
                 report.errors.append(error)
                 record(ReplayStep(letter, "failed", error, position, report.total))
                 break

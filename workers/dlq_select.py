@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from hookpipe import constants as c
 from hookpipe import topology, values
 from hookpipe.providers import handled_queues
 from hookpipe.workers.dlq_letter import DeadLetter
@@ -13,11 +14,14 @@ from hookpipe.workers.errors import UnknownQueue
 
 
 def resolve_queue(name: str) -> str:
-    """The handled queue `name` (a handled queue or its DLQ) stands for; UnknownQueue if none."""
+    """The handled queue `name` (a handled queue or its DLQ) stands for, or hookpipe.unrouted;
+    UnknownQueue if neither."""
+    if name.strip() == c.UNROUTED_QUEUE:
+        return c.UNROUTED_QUEUE
     queue = topology.queue_from_dlq_name(name.strip())
     if queue not in handled_queues():
         raise UnknownQueue(
-            f"{name!r} is not a handled queue or its DLQ; handled queues: "
+            f"{name!r} is not a handled queue or its DLQ, nor {c.UNROUTED_QUEUE}; handled queues: "
             + ", ".join(handled_queues())
         )
     return queue

@@ -1,5 +1,7 @@
 """A session on one DLQ: take its messages, hold those that stay, give them back in order.
 
+hookpipe.unrouted is worked on the same way: like the DLQs, a quorum queue with no delivery limit.
+
 AMQP has no way to browse a queue, so every dead-letter operation takes the messages it reads
 (basic.get, unacknowledged) and gives back those it does not remove. Giving back without losing
 or reordering anything depends on how the broker requeues, and RabbitMQ has done it two ways:
@@ -40,9 +42,9 @@ import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
-from hookpipe import topology
 from hookpipe.broker import connection_name, explain, nodes_of, none_answered
 from hookpipe.settings import Settings
+from hookpipe.workers.dlq_letter import letters_queue
 from hookpipe.workers.errors import DlqBusy, DlqError
 
 # Requeues sent as one basic.nack: the broker returns up to 32 in order (more come back
@@ -86,7 +88,7 @@ class DlqSession:
     def __init__(self, connection: AbstractConnection, queue: str, settings: Settings) -> None:
         self.connection = connection
         self.queue = queue
-        self.dlq = topology.dlq_name(queue)
+        self.dlq = letters_queue(queue)
         self.settings = settings
         self._lock_channel: AbstractChannel | None = None
         self._channel: AbstractChannel | None = None
