@@ -24,6 +24,7 @@ from hookpipe import personal, topology
 from hookpipe.providers import handled_queues
 from hookpipe.settings import Settings
 from hookpipe.workers import dlq_ops
+from hookpipe.workers.dlq_exporter import DlqExporter
 from hookpipe.workers.dlq_letter import shown_body
 from hookpipe.workers.dlq_select import ReplayFilter
 from hookpipe.workers.handlers import open_handlers
@@ -657,3 +658,46 @@ def _dead_lettered(worker: Worker, queue: str, reason: str | None = None) -> flo
         and sample.labels["queue"] == queue
         and reason in (None, sample.labels["reason"])
     )
+
+
+# --- the exporter ----------------------------------------------------------------------------
+
+
+async def test_the_exporter_ages_each_dlq_and_unrouted_and_moves_nothing(
+    six: Channel, test_settings: Settings
+) -> None:
+    await unrouted(six, "evt-u1")
+    exporter = DlqExporter(test_settings)
+
+    await exporter.scan()
+
+    def gauge(name: str, dlq: str) -> float:
+        value = exporter.registry.get_sample_value(name, {"dlq": dlq, **_q(dlq)})
+        assert value is not None, (name, dlq)
+        return value
+
+    assert gauge("hookpipe_dlq_messages", DLQ) == 6
+    assert 7100 < gauge("hookpipe_dlq_oldest_age_seconds", DLQ) < 7300
+    assert gauge("hookpipe_dlq_messages", UNROUTED) == 1
+    assert 0 <= gauge("hookpipe_dlq_oldest_age_seconds", UNROUTED) < 30
+    empty = topology.dlq_name("jodo.order.payment.debited")
+    assert gauge("hookpipe_dlq_messages", empty) == 0
+    assert gauge("hookpipe_dlq_oldest_age_seconds", empty) == 0
+    assert (exporter.registry.get_sample_value("hookpipe_dlq_last_scan_timestamp_seconds") or 0) > 0
+    assert await message_ids(six, DLQ) == ids(0, 1, 2, 3, 4, 5)
+
+
+async def test_the_exporter_reads_no_dlq_deeper_than_its_limit(
+    six: Channel, test_settings: Settings
+) -> None:
+    exporter = DlqExporter(test_settings, max_scan=5, queues=[Q])
+
+    await exporter.scan()
+
+    [seen] = exporter.seen.values()
+    assert (seen.messages, seen.oldest) == (6, None)
+
+
+def _q(dlq: str) -> dict[str, str]:
+    """The `queue` label of a DLQ's gauges: its handled queue, or hookpipe.unrouted."""
+    return {"queue": UNROUTED if dlq == UNROUTED else topology.queue_from_dlq_name(dlq)}

@@ -34,6 +34,16 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
+# `dlq exporter` (hookpipe.workers.dlq_exporter, which imports prometheus_client: not before a
+# worker has chosen its metrics mode, so not from here). Seconds between scans: an alert on a
+# dead letter's age speaks in hours, a minute is plenty.
+EXPORTER_INTERVAL = 60.0
+# Messages a scan reads from one DLQ at most: about a second of basic.get on a local broker, and
+# under the DLQ lock's wait, so that an operator's command arriving meanwhile waits, not fails.
+EXPORTER_MAX_SCAN = 5000
+# Above the workers' metrics ports (9101 and the 9 above it a second worker on a host may take).
+EXPORTER_PORT = 9120
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """The list, show, replay and purge subcommands and their options."""
@@ -43,7 +53,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         " was bound for"
     )
     commands = parser.add_subparsers(
-        dest="action", required=True, metavar="{list,show,replay,purge}"
+        dest="action", required=True, metavar="{list,show,replay,purge,exporter}"
     )
 
     listing = commands.add_parser(
@@ -99,12 +109,42 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     purge.add_argument("--yes", action="store_true", help="do not ask before deleting")
 
+    exporter = commands.add_parser(
+        "exporter",
+        help="serve each DLQ's depth and oldest age as Prometheus gauges (one per vhost)",
+    )
+    exporter.add_argument(
+        "--port",
+        type=cli_args.listen_port,
+        default=EXPORTER_PORT,
+        metavar="P",
+        help=f"serve /metrics, /healthz, /readyz here (default {EXPORTER_PORT})",
+    )
+    exporter.add_argument(
+        "--interval",
+        type=cli_args.positive_float,
+        default=EXPORTER_INTERVAL,
+        metavar="S",
+        help=f"seconds between scans (default {EXPORTER_INTERVAL:g})",
+    )
+    exporter.add_argument(
+        "--max-scan",
+        type=cli_args.positive_int,
+        default=EXPORTER_MAX_SCAN,
+        metavar="N",
+        help=f"read no DLQ deeper than this; its last age stands (default {EXPORTER_MAX_SCAN})",
+    )
+
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Run the subcommand; the exit code."""
     from hookpipe.workers.dlq_select import resolve_queue
     from hookpipe.workers.errors import UnknownQueue
 
+    if args.action == "exporter":
+        from hookpipe.workers.dlq_exporter import serve
+
+        return asyncio.run(serve(settings, args.port, args.interval, args.max_scan))
     try:
         queue = resolve_queue(args.queue) if args.queue else None
     except UnknownQueue as exc:
@@ -132,7 +172,7 @@ async def _run(
     from hookpipe.errors import HookpipeError
 
     try:
-        async with _interruptible() as stop:
+        async with interruptible() as stop:
             match args.action:
                 case "list":
                     return await _list(settings, queue, args.json, stop)
@@ -158,7 +198,7 @@ async def _run(
 
 
 @contextlib.asynccontextmanager
-async def _interruptible() -> AsyncIterator[asyncio.Event]:
+async def interruptible() -> AsyncIterator[asyncio.Event]:
     """An event set by Ctrl-C or SIGTERM: commands stop after the message in hand and report."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

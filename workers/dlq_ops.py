@@ -38,7 +38,7 @@ from hookpipe.workers.dlq_letter import (
     replay_headers,
 )
 from hookpipe.workers.dlq_select import ReplayFilter
-from hookpipe.workers.dlq_session import connect, open_session, ready_count
+from hookpipe.workers.dlq_session import DlqSession, connect, open_session, ready_count
 from hookpipe.workers.errors import DlqBusy
 from hookpipe.workers.messages import copy_for_republish, now_ms
 
@@ -64,7 +64,7 @@ async def list_dlqs(
     every handled queue's and hookpipe.unrouted unless `queues` names some.
 
     Setting `stop` ends it early, with the DLQs done so far."""
-    queues = (*handled_queues(), c.UNROUTED_QUEUE) if queues is None else queues
+    queues = letter_queues() if queues is None else queues
     stop = stop or asyncio.Event()
     summaries = []
     for queue in queues:
@@ -72,13 +72,7 @@ async def list_dlqs(
             break
         try:
             async with open_session(settings, queue) as session:
-                oldest: datetime | None = None
-                while not stop.is_set() and (message := await session.take()) is not None:
-                    session.keep(message)
-                    failed_at = read_dead_letter(message, queue).failed_at
-                    if failed_at is not None and (oldest is None or failed_at < oldest):
-                        oldest = failed_at
-                summaries.append(DlqSummary(queue, session.dlq, session.total, oldest))
+                summaries.append(await summarize(session, stop))
         except DlqBusy:
             connection = await connect(settings)
             try:
@@ -88,6 +82,22 @@ async def list_dlqs(
                 await connection.close()
             summaries.append(DlqSummary(queue, letters_queue(queue), count, None, busy=True))
     return summaries
+
+
+def letter_queues() -> tuple[str, ...]:
+    """Every handled queue (standing for its DLQ), and hookpipe.unrouted."""
+    return (*handled_queues(), c.UNROUTED_QUEUE)
+
+
+async def summarize(session: DlqSession, stop: asyncio.Event) -> DlqSummary:
+    """The count and oldest failure of the session's DLQ, reading (and giving back) each message."""
+    oldest: datetime | None = None
+    while not stop.is_set() and (message := await session.take()) is not None:
+        session.keep(message)
+        failed_at = read_dead_letter(message, session.queue).failed_at
+        if failed_at is not None and (oldest is None or failed_at < oldest):
+            oldest = failed_at
+    return DlqSummary(session.queue, session.dlq, session.total, oldest)
 
 
 # --- show ------------------------------------------------------------------------------------
