@@ -79,7 +79,7 @@ def scrape_registry(directory: Path) -> CollectorRegistry:
 
     if _registry is None:
         _registry = CollectorRegistry()
-        MultiProcessCollector(_registry, path=str(directory))
+        MultiProcessCollector(_registry, path=str(directory))  # type: ignore[no-untyped-call]
     return _registry
 
 
@@ -98,7 +98,7 @@ def forget_dead(directory: Path) -> None:
     for path in directory.glob("gauge_live*_*.db"):
         pid = _pid_of(path)
         if pid is not None and not _alive(pid):
-            mark_process_dead(pid, str(directory))
+            mark_process_dead(pid, str(directory))  # type: ignore[no-untyped-call]
 
 
 def per_process(directory: Path, name: str) -> dict[int, float]:

@@ -182,7 +182,20 @@ class Settings:
         "queue's prefetch)",
     )
     worker_metrics_port: int = setting(
-        9101, values.port, help="a worker's Prometheus port (0: none)"
+        9101,
+        values.port,
+        help="a worker's Prometheus port, with `/healthz` and `/readyz` (0: none); when it is "
+        "taken, the next free one of the 9 above it (logged), unless the worker shares "
+        "`HOOKPIPE_METRICS_DIR` with the one that holds it: that one's scrape then counts both",
+    )
+    metrics_dir: str = setting(
+        "",
+        str,
+        help="a directory the worker (or ingress) processes of this host share so that one "
+        "endpoint serves all their metrics (prometheus-client's multiprocess mode; a "
+        "subdirectory per role); empty: each process counts alone, and `--processes N` uses a "
+        "temporary one",
+        shown_default="empty",
     )
     shutdown_grace: float = setting(
         20.0,

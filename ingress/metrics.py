@@ -1,9 +1,16 @@
-"""The ingress's Prometheus metrics, in a registry per app so that tests do not mix counts."""
+"""The ingress's Prometheus metrics, in a registry per app so that tests do not mix counts.
+
+Under `hookpipe ingress --processes N` (or with HOOKPIPE_METRICS_DIR) the values go to files
+shared by the host's ingress processes (hookpipe.host_metrics), and whichever process answers
+GET /metrics shows every process's counts.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -17,6 +24,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from hookpipe import host_metrics
 
 if TYPE_CHECKING:
     from hookpipe.ingress.spool import Spool
@@ -41,6 +50,8 @@ _PUBLISH_BUCKETS = (
 )
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+# Where processes share their metrics, how often each writes its spool's state to the files.
+SPOOL_EXPORT_INTERVAL: Final = 1.0
 
 
 class IngressMetrics:
@@ -49,8 +60,11 @@ class IngressMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
-        ProcessCollector(registry=self.registry)
-        PlatformCollector(registry=self.registry)
+        self._shared = host_metrics.shared()
+        if self._shared is None:
+            # Shared, they would describe only whichever process answers the scrape.
+            ProcessCollector(registry=self.registry)
+            PlatformCollector(registry=self.registry)
         self._requests = Counter(
             "hookpipe_ingress_requests",
             "Webhook requests answered, by provider and HTTP status.",
@@ -114,12 +128,74 @@ class IngressMetrics:
         self._connections_dropped.labels(reason).inc()
 
     def watch_spool(self, spool: Spool) -> None:
-        """Export the outage spool's state, read when scraped."""
-        self.registry.register(_SpoolCollector(spool))
+        """Export the outage spool's state, read when scraped (or, where the host's processes
+        share their metrics, written every SPOOL_EXPORT_INTERVAL)."""
+        if self._shared is None:
+            self.registry.register(_SpoolCollector(spool))
+        else:
+            _SharedSpoolExport(spool, self.registry).start()
 
     def render(self) -> bytes:
-        """The text exposition of every metric."""
+        """The text exposition of every metric: this process's, or every process's that
+        shares them."""
+        if self._shared is not None:
+            return host_metrics.render(self._shared.path)
         return generate_latest(self.registry)
+
+
+class _SharedSpoolExport:
+    """The spool's state as metrics of the shared kind: each process's depth and size are
+    summed, the oldest age is the largest, the totals are counters."""
+
+    def __init__(self, spool: Spool, registry: CollectorRegistry) -> None:
+        self._spool = spool
+        self._depth = Gauge(
+            "hookpipe_ingress_spool_depth",
+            "Webhooks in the outage spool, answered 200 and not yet confirmed by the broker.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self._bytes = Gauge(
+            "hookpipe_ingress_spool_bytes",
+            "Bytes the outage spool takes on disk.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self._oldest = Gauge(
+            "hookpipe_ingress_spool_oldest_age_seconds",
+            "Seconds since the oldest spooled webhook was received (0: the spool is empty).",
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self._spooled = Counter(
+            "hookpipe_ingress_spooled",
+            "Webhooks written to the outage spool because no broker node took them.",
+            registry=registry,
+        )
+        self._drained = Counter(
+            "hookpipe_ingress_spool_drained",
+            "Spooled webhooks the broker has since confirmed.",
+            registry=registry,
+        )
+        self._counted = (0, 0)
+
+    def start(self) -> None:
+        """Write now and then every SPOOL_EXPORT_INTERVAL on the running loop (if any)."""
+        self._export()
+
+    def _export(self) -> None:
+        spool = self._spool
+        self._depth.set(spool.depth)
+        self._bytes.set(spool.size)
+        # The drain may be changing the segments under oldest_age(): next time then.
+        with contextlib.suppress(RuntimeError):
+            self._oldest.set(spool.oldest_age())
+        spooled, drained = spool.spooled_total, spool.drained_total
+        self._spooled.inc(spooled - self._counted[0])
+        self._drained.inc(drained - self._counted[1])
+        self._counted = (spooled, drained)
+        with contextlib.suppress(RuntimeError):  # no loop: a one-off export
+            asyncio.get_running_loop().call_later(SPOOL_EXPORT_INTERVAL, self._export)
 
 
 class _SpoolCollector(Collector):

@@ -96,10 +96,14 @@ async def mark_begun(request: web.Request, handler: Handler) -> web.StreamRespon
     return await handler(request)
 
 
-def listening_socket(host: str, port: int) -> socket.socket:
+def listening_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     """The ingress's socket, bound and listening; OSError (e.g. the port is taken) before
-    anything else has started, so that nothing is left to wind down."""
-    return socket.create_server((host, port), family=_family(host), backlog=BACKLOG)
+    anything else has started, so that nothing is left to wind down. `reuse_port`: shared
+    with the other processes of `hookpipe ingress --processes N` (SO_REUSEPORT), the kernel
+    spreading new connections over them."""
+    return socket.create_server(
+        (host, port), family=_family(host), backlog=BACKLOG, reuse_port=reuse_port
+    )
 
 
 def _family(host: str) -> socket.AddressFamily:

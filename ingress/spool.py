@@ -17,8 +17,16 @@ in again from its start at the next start: the broker then holds some webhooks t
 workers' deduplication makes harmless (as for a provider's own retry).
 
 A lock file keeps a second ingress out of a directory that one is using: each process needs its
-own. Bounded by HOOKPIPE_SPOOL_MAX_BYTES: past it (or when a write fails, e.g. the disk is full)
-a webhook is answered 503, as it was before the spool.
+own. `hookpipe ingress --processes N` gives its children `<dir>/0` to `<dir>/<N-1>`, the same
+ones after a restart, and holds `<dir>` itself; before they start it moves segments left in
+`<dir>` (by a single-process ingress) into `<dir>/0`, and those of `<dir>/<k>` for k >= N (an
+earlier run with more processes) into `<dir>/<k mod N>`. A single-process ingress takes in the
+numbered subdirectories' segments likewise. Moved segments are published after the target's
+own: order is kept within a process's spool, not across processes (nor is it between the
+processes of one ingress).
+
+Bounded by HOOKPIPE_SPOOL_MAX_BYTES: past it (or when a write fails, e.g. the disk is full) a
+webhook is answered 503, as it was before the spool.
 """
 
 from __future__ import annotations
@@ -27,11 +35,13 @@ import asyncio
 import contextlib
 import fcntl
 import os
+import re
 import struct
 import time
 import zlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -54,6 +64,8 @@ _HEADER = struct.Struct(">II")
 _WAIT_FOR_BROKER: Final = 0.1
 # After a failed drain publish with the broker seemingly up (a refusal), before the next try.
 _RETRY_PAUSE: Final = 1.0
+# The subdirectory of one process of `hookpipe ingress --processes N`: its index.
+_PROCESS_DIRECTORY: Final = re.compile(r"[0-9]+")
 
 
 class SpoolFull(BrokerUnavailable):
@@ -180,23 +192,19 @@ class Spool:
     def open(self) -> None:
         """Take the directory (SetupError if another process has it) and find what an earlier
         process left in it."""
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            lock_fd = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise SetupError(
-                f"cannot use the spool directory {self.directory} ({exc.strerror or exc}): make "
-                "it writable by this user, or set HOOKPIPE_SPOOL_DIR to one that is"
-            ) from exc
-        try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            os.close(lock_fd)
-            raise SetupError(
-                f"the spool directory {self.directory} is in use by another ingress process: "
-                "give each its own HOOKPIPE_SPOOL_DIR"
-            ) from exc
-        self._lock_fd = lock_fd
+        self._lock_fd = _lock(self.directory)
+        # What the processes of an earlier `--processes N` run left in their subdirectories.
+        for subdirectory in _process_directories(self.directory):
+            fd = _try_lock(subdirectory)
+            if fd is None:
+                log.warning(
+                    "a spool subdirectory is in use; leaving it", spool_dir=str(subdirectory)
+                )
+                continue
+            try:
+                adopt(subdirectory, self.directory)
+            finally:
+                os.close(fd)
         for segment in self._recover():
             self._sealed.append(segment)
             self._records += segment.records
@@ -448,6 +456,95 @@ class Spool:
         yield from self._sealed
         if self._active is not None:
             yield self._active
+
+
+@contextmanager
+def shared_out(directory: Path, processes: int) -> Iterator[list[Path]]:
+    """The spool directories of `processes` ingress processes, `directory`/0 and on, ready for
+    them: `directory` is held (SetupError if a process has it) and its segments, and those of
+    subdirectories past the last, are moved into theirs (see the module's docstring)."""
+    lock_fd = _lock(directory)
+    try:
+        targets = [directory / str(index) for index in range(processes)]
+        sources = [(directory, targets[0])]
+        sources += [
+            (sub, targets[int(sub.name) % processes])
+            for sub in _process_directories(directory)
+            if int(sub.name) >= processes
+        ]
+        for source, target in sources:
+            if not any(source.glob(f"*{SUFFIX}")):
+                continue
+            target_fd = _lock(target)
+            source_fd = None if source == directory else _try_lock(source)
+            try:
+                if source == directory or source_fd is not None:
+                    adopt(source, target)
+            finally:
+                os.close(target_fd)
+                if source_fd is not None:
+                    os.close(source_fd)
+        yield targets
+    finally:
+        os.close(lock_fd)
+
+
+def adopt(source: Path, target: Path) -> int:
+    """Move `source`'s segments into `target`, numbered after its own; how many. The caller
+    keeps other processes out of both (their locks)."""
+    segments = sorted(source.glob(f"*{SUFFIX}"))
+    if not segments:
+        return 0
+    numbers = [int(p.stem) for p in target.glob(f"*{SUFFIX}") if p.stem.isdigit()]
+    number = max(numbers, default=0) + 1
+    for path in segments:
+        os.rename(path, target / f"{number:016d}{SUFFIX}")
+        number += 1
+    _sync_directory(target)
+    _sync_directory(source)
+    log.warning(
+        "moved the segments of another spool directory here; publishing them with this one's",
+        segments=len(segments),
+        spool_dir=str(target),
+        moved_from=str(source),
+    )
+    return len(segments)
+
+
+def _lock(directory: Path) -> int:
+    """Create `directory` if need be and take its lock; SetupError if it cannot be used."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = _try_lock(directory)
+    except OSError as exc:
+        raise SetupError(
+            f"cannot use the spool directory {directory} ({exc.strerror or exc}): make it "
+            "writable by this user, or set HOOKPIPE_SPOOL_DIR to one that is"
+        ) from exc
+    if fd is None:
+        raise SetupError(
+            f"the spool directory {directory} is in use by another ingress process: give each "
+            "its own HOOKPIPE_SPOOL_DIR"
+        )
+    return fd
+
+
+def _try_lock(directory: Path) -> int | None:
+    """The lock of `directory`, or None while another process holds it."""
+    fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _process_directories(directory: Path) -> list[Path]:
+    return sorted(
+        (p for p in directory.iterdir() if p.is_dir() and _PROCESS_DIRECTORY.fullmatch(p.name)),
+        key=lambda p: int(p.name),
+    )
 
 
 def _write_all(fd: int | None, data: bytes) -> None:
