@@ -188,11 +188,15 @@ class Bench:
                     raise Unavailable(f"{name} not ready within 30 s:\n{child.log_tail()}")
                 await asyncio.sleep(0.1)
 
-    async def start_ingress(self) -> tuple[Child, int]:
-        """One `hookpipe ingress` process on a free port of 127.0.0.1."""
+    async def start_ingress(self, processes: int = 1) -> tuple[Child, int]:
+        """`hookpipe ingress` on a free port of 127.0.0.1: one process, or a parent and
+        `processes` children sharing the port."""
         port = free_port()
         argv = hookpipe_argv("ingress", "--host", "127.0.0.1", "--port", str(port))
-        return await self.start_http("ingress", argv, port), port
+        if processes > 1:
+            argv += ["--processes", str(processes)]
+        name = "ingress" if processes == 1 else f"ingress-{processes}p"
+        return await self.start_http(name, argv, port), port
 
     async def start_bare_http(self, publish: bool = False) -> tuple[Child, int]:
         port = free_port()

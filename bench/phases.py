@@ -57,6 +57,12 @@ def catalog() -> dict[str, Figure]:
             check=at_least(INGRESS_SHARE),
         ),
         Figure(
+            "ingress_rate_2p",
+            "ingress: 2 processes on one port (same run)",
+            "/s",
+            ceiling_label="1 process",
+        ),
+        Figure(
             "ingress_rate_http",
             "ingress (same run) vs a bare aiohttp 200",
             "/s",
@@ -268,6 +274,24 @@ async def ingress_throughput(b: Bench, figs: dict[str, Figure]) -> None:
         )
     rate.value = rate_http.value = result["rate"]
     rate.note = rate_http.note = note
+    await _two_processes(b, figs["ingress_rate_2p"], result["rate"], note)
+
+
+async def _two_processes(b: Bench, fig: Figure, one: float, note: str) -> None:
+    """`hookpipe ingress --processes 2` under the same load as the single process."""
+    fig.ceiling = one
+    child, port = await b.start_ingress(processes=2)
+    try:
+        result = await _closed_load(b, port, "ingress-2p-load")
+    finally:
+        b.stop(child)
+        await b.purge()
+    b.results["ingress_2p"] = result
+    requests = result.get("requests", result.get("sent", 0))
+    if result["ok"] < 0.99 * requests:
+        raise RuntimeError(f"2 ingress processes answered only {result['ok']} of {requests}")
+    fig.value = result["rate"]
+    fig.note = f"{note}; SO_REUSEPORT, 2 cores shared with the broker and the load generator"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -605,7 +629,7 @@ def vars_of(reading: _Reading) -> dict[str, float]:
 Phase = Callable[[Bench, dict[str, Figure]], Awaitable[None]]
 
 PHASES: dict[str, tuple[Phase, tuple[str, ...]]] = {
-    "ingress": (ingress_throughput, ("ingress_rate", "ingress_rate_http")),
+    "ingress": (ingress_throughput, ("ingress_rate", "ingress_rate_http", "ingress_rate_2p")),
     "latency": (ingress_latency, ("ingress_p50", "ingress_p99", "ingress_p99_publish")),
     "spool": (spool_throughput, ("spool_rate",)),
     "worker": (worker_throughput, ("worker_pg", "worker_pg_cpu", "worker_sqlite")),
