@@ -38,14 +38,15 @@ bench: $(STAMP)
 	@./scripts/ensure-services.sh --postgres
 	$(BIN)/python -m bench
 
-## lint: ruff, mypy --strict (package, tests and bench), yamllint and the manifests' schemas
+## lint: ruff, mypy --strict (package, tests and bench), yamllint over deploy/, and every
+## manifest of deploy/ against the Kubernetes schemas and KEDA's structure (deploy/check_manifests.py)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	@./scripts/typecheck-tree.sh
 	$(BIN)/mypy
 	$(BIN)/yamllint -d "{extends: relaxed, rules: {line-length: {max: 120}}}" deploy/
-	$(BIN)/kubernetes-validate --strict deploy/k8s/base.yaml
+	$(BIN)/python deploy/check_manifests.py
 
 clean:
 	rm -rf $(VENV) var/ledger.sqlite3* .pytest_cache .mypy_cache .ruff_cache

@@ -1,15 +1,28 @@
 """Writes deploy/rabbitmq/definitions.json from hookpipe's own topology plan.
 
 Run `.venv/bin/python deploy/gen_definitions.py` after changing the topology; a test checks
-that the committed file is what this script writes.
+that the committed file is what this script writes, and tests/test_deploy.py runs the ingress,
+a worker and the operator commands with exactly these users against the real broker.
 
-Users, each with the least privilege its role needs:
-- ingress:  may only publish to hookpipe.events.
-- worker:   may consume the handled queues and publish retries and dead letters.
-- operator: `hookpipe dlq ...` (read DLQs, republish through hookpipe.requeue) and
-            `hookpipe topology declare`.
-Their passwords here are placeholders for a first start of deploy/compose.yaml: change them
-with `rabbitmqctl change_password USER NEW` before anything real goes through.
+Users, each with the least privilege its role needs (RabbitMQ checks, per AMQP method):
+- ingress:  basic.publish to hookpipe.events, and the write permission on its alternate
+            exchange hookpipe.unrouted (without it the broker drops an unroutable webhook
+            silently, after confirming it). Nothing else: it declares nothing, reads nothing.
+- worker:   basic.consume (read) on the handled queues, basic.publish (write) to
+            hookpipe.retry and hookpipe.dlx. Passive declares need no permission.
+- operator: `hookpipe topology declare` and `hookpipe dlq list/show/replay/purge`. Declaring
+            needs configure on every name; queue.bind write on the queue and read on the
+            exchange; a queue with a dead-letter exchange read on itself and write on that
+            exchange; an exchange with an alternate exchange read on itself and write on that
+            one. The dlq commands read the DLQs and hookpipe.unrouted (basic.get, queue.purge),
+            publish to hookpipe.requeue (a replay, of an unrouted webhook too), and lock a DLQ
+            with an exclusive queue hookpipe.dlq-lock.*. So it may configure and read every
+            hookpipe name, and no other, and write all but hookpipe.events and hookpipe.retry.
+The names are exact, apart from the retry queues (hookpipe.retry.<ms>ms, whose delays are a
+setting) and the operator's lock queues.
+
+The passwords here are placeholders for a first start of deploy/compose.yaml: change them with
+`rabbitmqctl change_password USER NEW` before anything real goes through.
 """
 
 from __future__ import annotations
@@ -28,6 +41,9 @@ from hookpipe.settings import Settings
 from hookpipe.topology import definitions
 
 VHOST = "hookpipe"
+# The RabbitMQ these definitions were tested on (tests/test_deploy.py); compose.yaml runs the
+# same version, and deploy/README.md names it.
+RABBITMQ_VERSION = "3.10.8"
 TARGET = Path(__file__).parent / "rabbitmq" / "definitions.json"
 # Fixed salts keep the generated file stable, so the drift test can compare it byte for byte.
 PLACEHOLDER_USERS = {
@@ -35,6 +51,14 @@ PLACEHOLDER_USERS = {
     "worker": ("worker-change-me", b"hpw1"),
     "operator": ("operator-change-me", b"hpo1"),
 }
+# The management UI (deploy/compose.yaml publishes it on loopback): only the operator logs in,
+# and it sees and may change only what its permissions allow.
+USER_TAGS = {"operator": ["management"]}
+# What `hookpipe dlq` locks a queue with (hookpipe.workers.dlq_session.LOCK_PREFIX).
+DLQ_LOCK_PREFIX = "hookpipe.dlq-lock."
+# Delayed-retry queues, one per delay of HOOKPIPE_RETRY_DELAYS: hookpipe.retry.1000ms, ...
+RETRY_QUEUES = re.escape(c.RETRY_PREFIX) + r"\.[0-9]+ms"
+NOTHING = "^$"
 
 
 def password_hash(password: str, salt: bytes) -> str:
@@ -42,41 +66,64 @@ def password_hash(password: str, salt: bytes) -> str:
     return base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest()).decode()
 
 
-def _names(*names: str) -> str:
-    return "^(" + "|".join(re.escape(n) for n in names) + ")$"
+def _names(*names: str, patterns: tuple[str, ...] = ()) -> str:
+    """A permission regex matching exactly these names (and these patterns), nothing else."""
+    return "^(" + "|".join((*(re.escape(n) for n in names), *patterns)) + ")$"
+
+
+def permissions() -> dict[str, tuple[str, str, str]]:
+    """(configure, write, read) per user."""
+    handled = handled_queues()
+    dlqs = tuple(q + c.DLQ_SUFFIX for q in handled)
+    exchanges = (
+        c.EVENTS_EXCHANGE,
+        c.UNROUTED_EXCHANGE,
+        c.DEAD_LETTER_EXCHANGE,
+        c.REQUEUE_EXCHANGE,
+        c.RETRY_PREFIX,
+    )
+    # Every queue of the topology (the exchange and the queue hookpipe.unrouted share a name).
+    queues = (c.UNROUTED_QUEUE, *handled, *dlqs)
+    everything = _names(*exchanges, *queues, patterns=(RETRY_QUEUES,))
+    # Written to: the exchanges the topology names as alternate or dead-letter exchanges, the
+    # requeue exchange a replay publishes to, and every queue (queue.bind). Not hookpipe.events
+    # nor hookpipe.retry: the operator binds to them (read) but publishes to neither.
+    operator_writes = _names(
+        c.UNROUTED_EXCHANGE,
+        c.DEAD_LETTER_EXCHANGE,
+        c.REQUEUE_EXCHANGE,
+        *queues,
+        patterns=(RETRY_QUEUES,),
+    )
+    return {
+        "ingress": (NOTHING, _names(c.EVENTS_EXCHANGE, c.UNROUTED_EXCHANGE), NOTHING),
+        "worker": (NOTHING, _names(c.RETRY_PREFIX, c.DEAD_LETTER_EXCHANGE), _names(*handled)),
+        "operator": (
+            # Declare everything, and take and drop a DLQ's lock (an exclusive queue).
+            _names(*exchanges, *queues, patterns=(RETRY_QUEUES, re.escape(DLQ_LOCK_PREFIX) + ".+")),
+            operator_writes,
+            everything,
+        ),
+    }
 
 
 def build() -> dict[str, Any]:
     """The whole definitions document: vhost, users, permissions and the topology."""
-    handled = handled_queues()
-    dlqs = tuple(q + c.DLQ_SUFFIX for q in handled)
-    permissions = {
-        # Publishing needs write on the exchange only; no configure (the topology is loaded
-        # from this file), no read.
-        "ingress": ("^$", _names(c.EVENTS_EXCHANGE), "^$"),
-        # Consuming needs read on the queues; retries and dead letters are publishes.
-        "worker": ("^$", _names(c.RETRY_PREFIX, c.DEAD_LETTER_EXCHANGE), _names(*handled)),
-        "operator": (
-            ".*",
-            _names(c.REQUEUE_EXCHANGE, c.DEAD_LETTER_EXCHANGE, *dlqs),
-            _names(*dlqs),
-        ),
-    }
     return {
-        "rabbit_version": "3.10.0",
+        "rabbit_version": RABBITMQ_VERSION,
         "vhosts": [{"name": VHOST}],
         "users": [
             {
                 "name": user,
                 "password_hash": password_hash(password, salt),
                 "hashing_algorithm": "rabbit_password_hashing_sha256",
-                "tags": [],
+                "tags": USER_TAGS.get(user, []),
             }
             for user, (password, salt) in PLACEHOLDER_USERS.items()
         ],
         "permissions": [
             {"user": user, "vhost": VHOST, "configure": cfg, "write": write, "read": read}
-            for user, (cfg, write, read) in permissions.items()
+            for user, (cfg, write, read) in permissions().items()
         ],
         **definitions(Settings(), VHOST),
     }

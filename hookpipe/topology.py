@@ -202,7 +202,9 @@ def definitions(settings: Settings, vhost: str) -> dict[str, Any]:
                 "vhost": vhost,
                 "destination": binding.queue,
                 "destination_type": "queue",
-                "routing_key": binding.routing_key,
+                # What `declare` binds with: aio-pika binds with the queue's name when given no
+                # routing key (fanout and headers exchanges ignore it, but it names the binding).
+                "routing_key": binding.routing_key or binding.queue,
                 "arguments": binding.arguments,
             }
             for binding in topology.bindings
