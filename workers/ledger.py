@@ -417,7 +417,9 @@ class Ledger:
                 return await db.fetch(sql, *args)
         except Exception as exc:
             if _is_transient(exc):
-                raise TransientError(f"ledger read failed: {_describe(exc)}") from exc
+                raise TransientError(
+                    f"ledger read failed ({self._where}): {_describe(exc)}"
+                ) from exc
             raise
 
     async def _check_schema(self, url: str) -> None:
