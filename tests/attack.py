@@ -56,7 +56,7 @@ async def _metric(session: aiohttp.ClientSession, url: str, prefix: str) -> floa
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(prefix))
 
 
-async def _wait_ready(url: str) -> None:
+async def wait_ready(url: str) -> None:
     async with aiohttp.ClientSession() as session:
         for _ in range(100):
             try:
@@ -175,7 +175,7 @@ def main() -> None:
     }
     url = f"http://127.0.0.1:{port}"
     try:
-        asyncio.run(_wait_ready(url))
+        asyncio.run(wait_ready(url))
         figures = asyncio.run(attack(url, requests, processes["ingress"].pid))
     finally:
         for process in processes.values():

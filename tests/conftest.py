@@ -235,7 +235,7 @@ def _pg_execute(url: str, sql: str) -> None:
 
 
 @contextmanager
-def _new_pg_database() -> Iterator[str]:
+def new_pg_database() -> Iterator[str]:
     """A new, empty PostgreSQL database of this test run, dropped on leaving."""
     name = f"hookpipe_test_{RUN_ID}_{uuid.uuid4().hex[:8]}"
     _pg_execute(_pg_admin_dsn(), f'CREATE DATABASE "{name}"')
@@ -252,7 +252,7 @@ def pg_url() -> Iterator[str]:
     For what only a new database shows: the ledger creating its schema, the connections to the
     database being the test's own. A test that needs an empty ledger takes `pg_ledger_url`.
     """
-    with _new_pg_database() as url:
+    with new_pg_database() as url:
         yield url
 
 
@@ -263,7 +263,7 @@ def pg_ledger_database() -> Iterator[tuple[str, str]]:
     Yields its URL and the SQL that empties every table of the ledger. A database per test cost
     a quarter of a second (CREATE and DROP DATABASE each copy or remove a whole database).
     """
-    with _new_pg_database() as url:
+    with new_pg_database() as url:
 
         async def ledger_tables() -> list[str]:
             async with await Ledger.open(url):

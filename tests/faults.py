@@ -50,8 +50,8 @@ from hookpipe import constants as c
 from hookpipe import topology
 from hookpipe.providers import handled_queues
 from hookpipe.settings import Settings
-from tests.attack import _wait_ready as wait_ingress_ready
-from tests.conftest import PROVIDER_SECTIONS, _new_pg_database, queue_depth, rabbitmqctl
+from tests.attack import wait_ready as wait_ingress_ready
+from tests.conftest import PROVIDER_SECTIONS, new_pg_database, queue_depth, rabbitmqctl
 from tests.dreamclass_fake import FakeDreamClass, Kind
 from tests.ingress_support import dreamclass_body, fresh_jodo
 from tests.tcp_proxy import TcpProxy
@@ -718,7 +718,7 @@ def main() -> None:
         amqp_url = stack.enter_context(vhost())
         fault_folder = None
         if options.fault == "db-blackhole":
-            ledger_url = stack.enter_context(_new_pg_database())
+            ledger_url = stack.enter_context(new_pg_database())
         elif options.fault == "disk-full":
             fault_folder = stack.enter_context(small_filesystem(folder, options.disk_mb))
             ledger_url = f"sqlite:///{fault_folder / 'ledger.sqlite3'}"
