@@ -94,7 +94,10 @@ def configure_logging(log_format: str = "auto", level: str = "info") -> None:
     handler = logging.StreamHandler(_Stderr())
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            # Without the bound context: a library logs from tasks of its own that merely
+            # inherited it (asyncpg's pool refilling itself after a handler released a
+            # connection), so the line would name an event it is not about.
+            foreign_pre_chain=[*shared[1:], structlog.stdlib.add_logger_name],
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,

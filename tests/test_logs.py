@@ -69,6 +69,19 @@ def test_a_library_record_and_its_traceback_make_one_json_line(
     }
 
 
+def test_a_library_record_does_not_take_the_event_context_it_happened_to_run_in(
+    json_logs: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # As asyncpg's pool task, started while a handler held an event's context, logs later.
+    with structlog.contextvars.bound_contextvars(event_id="evt-9", request_id="req-9"):
+        logging.getLogger("asyncpg.pool").warning("failed to restore the pool connection floor")
+        structlog.get_logger().warning("handler failed")
+
+    library, own = _lines(capsys.readouterr().err)
+    assert "event_id" not in library and "request_id" not in library
+    assert (own["event_id"], own["request_id"]) == ("evt-9", "req-9")
+
+
 def test_library_records_below_warning_are_dropped(
     json_logs: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
