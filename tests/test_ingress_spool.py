@@ -240,8 +240,11 @@ async def test_a_30_second_outage_at_100_webhooks_a_second_answers_no_503_and_ap
     phases = {"cut": 5.0, "restored": 35.0}
     done: set[str] = set()
     cutting: list[asyncio.Task[None]] = []
+    posted_in_outage = 0
 
     def during(elapsed: float) -> None:
+        nonlocal posted_in_outage
+        posted_in_outage += "cut" in done and "restored" not in done
         # The whole broker goes away for 30 s, for the ingress and the worker alike.
         if elapsed >= phases["cut"] and "cut" not in done:
             done.add("cut")
@@ -255,7 +258,10 @@ async def test_a_30_second_outage_at_100_webhooks_a_second_answers_no_503_and_ap
         statuses, orders = await _post_at(url, 100, 40.0, during)
         assert done == {"cut", "restored"}
         assert statuses.count(200) == len(orders), {s: statuses.count(s) for s in set(statuses)}
-        assert ingress.app[SPOOL].spooled_total >= 2500  # the outage's webhooks went to disk
+        # Every webhook of the outage went to disk (the load generator keeps about 100/s, less
+        # on a busy machine: what it sent is what counts).
+        assert posted_in_outage >= 2000
+        assert ingress.app[SPOOL].spooled_total >= posted_in_outage
 
         ledger = await Ledger.open(ledger_url)
         try:

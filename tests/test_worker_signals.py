@@ -125,7 +125,9 @@ async def test_sigterm_drains_in_flight_messages_and_exits_0(
     await publish_all(broker, events)
     worker = spawn(settings, "--provider", "jodo")
     await worker.start()
-    await wait_until(lambda: bool(worker.logged("worker started")), what="the worker's start")
+    await wait_until(
+        lambda: bool(worker.logged("worker started")), within=30, what="the worker's start"
+    )
     ledger = await Ledger.open(settings.ledger_url)
     try:
         await wait_until(lambda: _has_payments(ledger), interval=0.01, what="a first payment")
@@ -166,7 +168,9 @@ async def test_sigkill_mid_stream_then_another_worker_applies_every_event_exactl
     await publish_all(broker, [*events, *events[::10]])
     first = spawn(settings)
     await first.start()
-    await wait_until(lambda: bool(first.logged("worker started")), what="the worker's start")
+    await wait_until(
+        lambda: bool(first.logged("worker started")), within=30, what="the worker's start"
+    )
     ledger = await Ledger.open(settings.ledger_url)
     try:
         await wait_until(lambda: _count_at_least(ledger, 50), interval=0.01, what="50 payments")
