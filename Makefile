@@ -23,12 +23,13 @@ var/dev.env:
 run: $(STAMP) services var/dev.env
 	@set -a; . ./var/dev.env; set +a; $(BIN)/hookpipe topology declare && exec $(BIN)/hookpipe run
 
-## test: the test suite, against the local RabbitMQ and PostgreSQL
+## test: the test suite, against the local RabbitMQ and PostgreSQL, and the failover tests against
+## a 3-node cluster they start (loadgroup: both on one xdist worker, so one cluster boots)
 test: $(STAMP)
 	@./scripts/ensure-services.sh --postgres
-	$(BIN)/pytest -q -n 3 -m "not cluster"
+	$(BIN)/pytest -q -n 3 --dist loadgroup
 
-## test-cluster: the failover test against a 3-node RabbitMQ cluster it starts (not yet in make test)
+## test-cluster: the failover tests alone (kill -9 and graceful stop of the connected node)
 test-cluster: $(STAMP)
 	@./scripts/ensure-services.sh --postgres
 	$(BIN)/pytest -q -m cluster

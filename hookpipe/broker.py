@@ -7,6 +7,7 @@ password in it. A connection that is lost and comes back says so once each in th
 
 from __future__ import annotations
 
+import asyncio
 import random
 import socket
 from collections.abc import Callable
@@ -17,6 +18,7 @@ import aio_pika
 import aiormq
 import structlog
 from aio_pika.abc import AbstractRobustConnection
+from pamqp.commands import Basic
 from yarl import URL
 
 from hookpipe.errors import BrokerUnavailable, SetupError
@@ -92,10 +94,43 @@ def nodes_of(amqp_url: str) -> list[str]:
     return [part.strip() for part in amqp_url.split(",") if part.strip()]
 
 
+class _RenewedOnNackChannel(aio_pika.RobustChannel):
+    """A robust channel that replaces its AMQP channel once the broker nacks a publish on it.
+
+    Our queues have no length limit, so a nack says the broker could not enqueue, and on
+    RabbitMQ 3.10 the channel may never again be able to: a channel keeps, per quorum queue, the
+    leader the queue's record named when the channel first published to it, and while that
+    leader's node is down (killed or stopped, before the new leader is recorded) it asks that
+    node whether to register the publisher, gets no answer, nacks the message and asks the same
+    node again for the next one (rabbit_fifo_client:enqueue/3). A reconnect after a node's loss
+    restores the channels at once, within that window, and such a channel nacked every publish
+    until RabbitMQ dropped its state some 90 s later. A new channel reads the queue's record
+    afresh. aio-pika restores the channel (qos, queues, consumers) when its AMQP channel closes.
+    """
+
+    async def _on_open(self) -> None:
+        await super()._on_open()
+        # aiormq has no hook for a nack: the channel's confirm handler is wrapped instead.
+        underlay = await self.get_underlay_channel()
+        handle_confirm = getattr(underlay, "_on_confirm_frame", None)
+        if handle_confirm is None:  # another aiormq: publishes still work, without the renewal
+            return
+        renewing: list[asyncio.Task[None]] = []
+
+        async def on_confirm(frame: Any) -> None:
+            await handle_confirm(frame)
+            if isinstance(frame, Basic.Nack) and not renewing and not underlay.is_closed:
+                log.warning("broker refused a publish; opening a new channel")
+                renewing.append(asyncio.create_task(underlay.close()))
+
+        underlay._on_confirm_frame = on_confirm  # type: ignore[attr-defined]
+
+
 class _NodesConnection(aio_pika.RobustConnection):
     """A robust connection over several nodes: every attempt after the first (on a lost
     connection, or after a failed attempt) goes to the next node in NODES."""
 
+    CHANNEL_CLASS = _RenewedOnNackChannel
     NODES: tuple[URL, ...] = ()
 
     def __init__(self, url: URL, *args: Any, **kwargs: Any) -> None:

@@ -47,7 +47,10 @@ class Node:
 
     @property
     def url(self) -> str:
-        return f"amqp://guest:guest@127.0.0.1:{self.port}/"
+        return self.url_for("/")
+
+    def url_for(self, vhost: str) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/{'' if vhost == '/' else vhost}"
 
     def pid(self) -> int | None:
         path = self.folder / "pid"
@@ -55,6 +58,17 @@ class Node:
             return int(path.read_text().strip())
         except (OSError, ValueError):
             return None
+
+    def running(self) -> bool:
+        """Whether the node's VM is alive (not whether its app has started)."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
 
 
 def _as_rabbitmq(*argv: str, env: dict[str, str] | None = None, check: bool = True) -> str:
@@ -82,6 +96,10 @@ def _start(node: Node) -> None:
     shutil.chown(node.folder, "rabbitmq", "rabbitmq")
     for child in node.folder.iterdir():
         shutil.chown(child, "rabbitmq", "rabbitmq")
+    _boot(node)
+
+
+def _boot(node: Node) -> None:
     env = (
         f"RABBITMQ_NODENAME={node.name} RABBITMQ_NODE_PORT={node.port} "
         f"RABBITMQ_DIST_PORT={node.port + 20000} "
@@ -145,8 +163,35 @@ def cluster() -> Iterator[list[Node]]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+@pytest.fixture
+def healthy_cluster(cluster: list[Node]) -> list[Node]:
+    """The session's cluster with its three nodes up: a node an earlier test killed or stopped
+    is started again (it rejoins the cluster from its data directory)."""
+    down = [node for node in cluster if not node.running()]
+    for node in down:
+        _boot(node)
+    for node in down:
+        _await(node)
+    return cluster
+
+
+def add_vhost(node: Node) -> str:
+    """A new vhost for guest, so that a test declares the queues itself, on the node it chooses
+    (a quorum queue's first leader is the node that declared it)."""
+    vhost = f"failover-{uuid.uuid4().hex[:8]}"
+    ctl(node, "add_vhost", vhost)
+    ctl(node, "set_permissions", "-p", vhost, "guest", *["'.*'"] * 3)
+    return vhost
+
+
 def kill(node: Node) -> None:
     """kill -9 the node's VM: what a crashed machine looks like to the others."""
     pid = node.pid()
     assert pid is not None, f"no pid for {node.name}"
     os.kill(pid, signal.SIGKILL)
+
+
+def stop(node: Node) -> None:
+    """Stop the node gracefully (`rabbitmqctl stop`): what a restart for maintenance looks like;
+    returns once the node is down."""
+    ctl(node, "stop")
