@@ -57,7 +57,7 @@ async def serve_http(port: int, publish_url: str | None) -> None:
     if publish_url is not None:
         connection = await _connect(publish_url, "http")
         channel = await connection.channel(publisher_confirms=True)
-        exchange = await channel.get_exchange(c.EVENTS_EXCHANGE, ensure=False)
+        exchange = await channel.get_exchange(c.ACCEPTED_EXCHANGE, ensure=False)
 
     async def webhook(request: web.Request) -> web.Response:
         raw = await request.read()
@@ -94,7 +94,7 @@ async def publish_loop(
     connection = await _connect(url, "publish")
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
-        exchange = await channel.get_exchange(c.EVENTS_EXCHANGE, ensure=False)
+        exchange = await channel.get_exchange(c.ACCEPTED_EXCHANGE, ensure=False)
         loop = asyncio.get_running_loop()
         start = loop.time()
         measure_from = start + warmup

@@ -5,19 +5,23 @@ that the committed file is what this script writes, and tests/test_deploy.py run
 a worker and the operator commands with exactly these users against the real broker.
 
 Users, each with the least privilege its role needs (RabbitMQ checks, per AMQP method):
-- ingress:  basic.publish to hookpipe.events, and the write permission on its alternate
+- ingress:  basic.publish to hookpipe.accepted (which feeds the archive stream and, exchange to
+            exchange, hookpipe.events), and the write permission on hookpipe.events's alternate
             exchange hookpipe.unrouted (without it the broker drops an unroutable webhook
             silently, after confirming it). Nothing else: it declares nothing, reads nothing.
 - worker:   basic.consume (read) on the handled queues, basic.publish (write) to
             hookpipe.retry and hookpipe.dlx. Passive declares need no permission.
-- operator: `hookpipe topology declare` and `hookpipe dlq list/show/replay/purge`. Declaring
+- operator: `hookpipe topology declare`, `hookpipe dlq list/show/replay/purge` and
+            `hookpipe events list/show/replay/export` (basic.consume, read, on the archive
+            stream; a replay publishes to hookpipe.requeue). Declaring
             needs configure on every name; queue.bind write on the queue and read on the
             exchange; a queue with a dead-letter exchange read on itself and write on that
             exchange; an exchange with an alternate exchange read on itself and write on that
             one. The dlq commands read the DLQs and hookpipe.unrouted (basic.get, queue.purge),
             publish to hookpipe.requeue (a replay, of an unrouted webhook too), and lock a DLQ
-            with an exclusive queue hookpipe.dlq-lock.*. So it may configure and read every
-            hookpipe name, and no other, and write all but hookpipe.events and hookpipe.retry.
+            with an exclusive queue hookpipe.dlq-lock.*. An exchange-to-exchange binding needs
+            write on its destination, hookpipe.events. So it may configure and read every
+            hookpipe name, and no other, and write all but hookpipe.accepted and hookpipe.retry.
 The names are exact, apart from the retry queues (hookpipe.retry.<ms>ms, whose delays are a
 setting) and the operator's lock queues.
 
@@ -76,6 +80,7 @@ def permissions() -> dict[str, tuple[str, str, str]]:
     handled = handled_queues()
     dlqs = tuple(q + c.DLQ_SUFFIX for q in handled)
     exchanges = (
+        c.ACCEPTED_EXCHANGE,
         c.EVENTS_EXCHANGE,
         c.UNROUTED_EXCHANGE,
         c.DEAD_LETTER_EXCHANGE,
@@ -83,12 +88,14 @@ def permissions() -> dict[str, tuple[str, str, str]]:
         c.RETRY_PREFIX,
     )
     # Every queue of the topology (the exchange and the queue hookpipe.unrouted share a name).
-    queues = (c.UNROUTED_QUEUE, *handled, *dlqs)
+    queues = (c.ARCHIVE_STREAM, c.UNROUTED_QUEUE, *handled, *dlqs)
     everything = _names(*exchanges, *queues, patterns=(RETRY_QUEUES,))
     # Written to: the exchanges the topology names as alternate or dead-letter exchanges, the
-    # requeue exchange a replay publishes to, and every queue (queue.bind). Not hookpipe.events
-    # nor hookpipe.retry: the operator binds to them (read) but publishes to neither.
+    # requeue exchange a replay publishes to, every queue (queue.bind) and hookpipe.events (the
+    # destination of an exchange binding). Not hookpipe.accepted nor hookpipe.retry: the
+    # operator binds from them (read) but publishes to neither.
     operator_writes = _names(
+        c.EVENTS_EXCHANGE,
         c.UNROUTED_EXCHANGE,
         c.DEAD_LETTER_EXCHANGE,
         c.REQUEUE_EXCHANGE,
@@ -96,7 +103,7 @@ def permissions() -> dict[str, tuple[str, str, str]]:
         patterns=(RETRY_QUEUES,),
     )
     return {
-        "ingress": (NOTHING, _names(c.EVENTS_EXCHANGE, c.UNROUTED_EXCHANGE), NOTHING),
+        "ingress": (NOTHING, _names(c.ACCEPTED_EXCHANGE, c.UNROUTED_EXCHANGE), NOTHING),
         "worker": (NOTHING, _names(c.RETRY_PREFIX, c.DEAD_LETTER_EXCHANGE), _names(*handled)),
         "operator": (
             # Declare everything, and take and drop a DLQ's lock (an exclusive queue).

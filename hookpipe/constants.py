@@ -2,7 +2,15 @@
 
 from typing import Final
 
-# The topic exchange every webhook is published to, routed by "{provider}.{event type}".
+# The fanout exchange the ingress publishes every accepted webhook to. It feeds two places in
+# the same routing step, so one publisher confirm covers both: the archive stream, and
+# EVENTS_EXCHANGE (an exchange-to-exchange binding), which routes to the handled queues. The
+# archive is not bound to EVENTS_EXCHANGE itself: a stream bound with "#" there would make every
+# message routable, and its alternate exchange would never see an unrouted webhook again.
+ACCEPTED_EXCHANGE: Final = "hookpipe.accepted"
+# The stream every accepted webhook is appended to, handled or not (`hookpipe events`).
+ARCHIVE_STREAM: Final = "hookpipe.archive"
+# The topic exchange that routes webhooks to the handled queues, by "{provider}.{event type}".
 EVENTS_EXCHANGE: Final = "hookpipe.events"
 # Alternate exchange of EVENTS_EXCHANGE: what no queue is bound for lands here instead of vanishing.
 UNROUTED_EXCHANGE: Final = "hookpipe.unrouted"
@@ -29,6 +37,8 @@ HEADER_ERROR: Final = "x-hookpipe-error"
 HEADER_FIRST_FAILURE: Final = "x-hookpipe-first-failure"  # ms since the epoch
 HEADER_LAST_FAILURE: Final = "x-hookpipe-last-failure"  # ms since the epoch
 HEADER_WORKER: Final = "x-hookpipe-worker"
-# Set by `hookpipe dlq replay`.
+# Set by `hookpipe dlq replay` and `hookpipe events replay`.
 HEADER_REPLAYED_AT: Final = "x-hookpipe-replayed-at"  # ms since the epoch
 HEADER_REPLAY_COUNT: Final = "x-hookpipe-replay-count"
+# Set by `hookpipe events replay`: the archive offset the replayed copy was read from.
+HEADER_REPLAYED_FROM: Final = "x-hookpipe-replayed-from"

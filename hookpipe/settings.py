@@ -63,6 +63,15 @@ def group(kind: type) -> Any:
     return field(default_factory=kind, metadata={_SECTION: kind})
 
 
+def _seconds(value: str) -> float:
+    """A duration (7d, 12h, 90m) or plain seconds, as seconds."""
+    return values.positive_duration(value).total_seconds()
+
+
+def _duration_text(value: float) -> str:
+    return f"{value:g}s"
+
+
 def secret_list(value: str) -> tuple[str, ...]:
     """Comma-separated secrets, so that a new one can be added before the old one goes."""
     parts = tuple(part.strip() for part in value.split(","))
@@ -168,6 +177,31 @@ class Settings:
         5.0,
         values.positive_float,
         help="seconds the ingress waits for the broker's confirm before answering 503",
+    )
+    archive_max_age: float = setting(
+        7 * 86400.0,
+        _seconds,
+        help="how long the archive stream (`hookpipe events`) keeps a webhook; the broker drops "
+        "a whole segment once its newest webhook is older",
+        text=_duration_text,
+        shown_default="`7d`",
+    )
+    # 10 GiB: at a typical 1.5 KB a webhook (body and headers), 7 days of a steady 11 webhooks
+    # a second, about 7 million. Past it the oldest segments go first, whatever their age: a
+    # burst cannot fill the broker's disk, whose free-space alarm would block every publisher.
+    archive_max_bytes: int = setting(
+        10 * 1024**3,
+        values.positive_int,
+        help="the archive stream's size limit in bytes (10 GiB: about 7 million typical "
+        "webhooks); past it the oldest segments are dropped, whatever their age",
+    )
+    # Retention drops whole segments, so a segment is what the limits are kept to: 100 MB is 1 %
+    # of the default size limit, and under a day of a steady webhook a second.
+    archive_segment_bytes: int = setting(
+        100 * 1024**2,
+        values.positive_int,
+        help="the size of each of the archive stream's segment files; retention drops whole "
+        "segments, so it is how closely the limits are kept",
     )
     retry: RetryPolicy = group(RetryPolicy)
     delivery_limit: int = setting(

@@ -1,5 +1,11 @@
-"""The broker topology (exchanges, queues, dead-letter and delayed-retry routes): planned as data
-once, declared idempotently at start.
+"""The broker topology (exchanges, queues, the archive stream, dead-letter and delayed-retry
+routes): planned as data once, declared idempotently at start.
+
+The ingress publishes to hookpipe.accepted (fanout), which routes each webhook, in the same step,
+to the archive stream and through an exchange-to-exchange binding to hookpipe.events (topic, by
+"{provider}.{event type}", with the alternate exchange hookpipe.unrouted). The broker confirms a
+publish once every queue it was routed to has it, the stream included: a 200 from the ingress
+means the webhook is both archived and queued (or in hookpipe.unrouted).
 
 The same plan feeds `declare` (what every process runs at start) and `definitions` (the
 RabbitMQ definitions file in deploy/), so the two cannot drift apart.
@@ -38,10 +44,11 @@ class QueueSpec:
 
 @dataclass(frozen=True, slots=True)
 class BindingSpec:
-    queue: str
+    queue: str  # the destination: a queue, or an exchange when destination_type says so
     exchange: str
     routing_key: str = ""
     arguments: dict[str, Any] = field(default_factory=dict)
+    destination_type: str = "queue"
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,9 +99,21 @@ def handled_queue_arguments(queue: str, settings: Settings) -> dict[str, Any]:
     )
 
 
+def archive_arguments(settings: Settings) -> dict[str, Any]:
+    """The archive stream's arguments: its retention by age and by size (HOOKPIPE_ARCHIVE_*)."""
+    return {
+        "x-queue-type": "stream",
+        # The broker's own notation: a number and a unit (Y, M, D, h, m, s).
+        "x-max-age": f"{max(round(settings.archive_max_age), 1)}s",
+        "x-max-length-bytes": settings.archive_max_bytes,
+        "x-stream-max-segment-size-bytes": settings.archive_segment_bytes,
+    }
+
+
 def plan(settings: Settings) -> Plan:
     """Every exchange, queue and binding hookpipe needs, for these settings."""
     exchanges = (
+        ExchangeSpec(c.ACCEPTED_EXCHANGE, aio_pika.ExchangeType.FANOUT),
         ExchangeSpec(c.UNROUTED_EXCHANGE, aio_pika.ExchangeType.FANOUT),
         ExchangeSpec(
             c.EVENTS_EXCHANGE,
@@ -105,8 +124,17 @@ def plan(settings: Settings) -> Plan:
         ExchangeSpec(c.REQUEUE_EXCHANGE, aio_pika.ExchangeType.DIRECT),
         ExchangeSpec(c.RETRY_PREFIX, aio_pika.ExchangeType.HEADERS),
     )
-    queues: list[QueueSpec] = [QueueSpec(c.UNROUTED_QUEUE, {"x-queue-type": "quorum"})]
-    bindings: list[BindingSpec] = [BindingSpec(c.UNROUTED_QUEUE, c.UNROUTED_EXCHANGE)]
+    queues: list[QueueSpec] = [
+        QueueSpec(c.ARCHIVE_STREAM, archive_arguments(settings)),
+        QueueSpec(c.UNROUTED_QUEUE, {"x-queue-type": "quorum"}),
+    ]
+    bindings: list[BindingSpec] = [
+        # Both in the routing of one publish to ACCEPTED_EXCHANGE: its confirm covers the
+        # archive's append and the handled (or unrouted) queue's alike.
+        BindingSpec(c.ARCHIVE_STREAM, c.ACCEPTED_EXCHANGE),
+        BindingSpec(c.EVENTS_EXCHANGE, c.ACCEPTED_EXCHANGE, destination_type="exchange"),
+        BindingSpec(c.UNROUTED_QUEUE, c.UNROUTED_EXCHANGE),
+    ]
     for name in handled_queues():
         dlq = dlq_name(name)
         queues.append(QueueSpec(dlq, {"x-queue-type": "quorum"}))
@@ -163,6 +191,11 @@ async def declare(channel: AbstractChannel, settings: Settings, *, force: bool =
         for spec in topology.queues
     }
     for binding in topology.bindings:
+        if binding.destination_type == "exchange":
+            await exchanges[binding.queue].bind(
+                exchanges[binding.exchange], routing_key=binding.routing_key
+            )
+            continue
         await queues[binding.queue].bind(
             exchanges[binding.exchange],
             routing_key=binding.routing_key or None,
@@ -201,10 +234,13 @@ def definitions(settings: Settings, vhost: str) -> dict[str, Any]:
                 "source": binding.exchange,
                 "vhost": vhost,
                 "destination": binding.queue,
-                "destination_type": "queue",
-                # What `declare` binds with: aio-pika binds with the queue's name when given no
-                # routing key (fanout and headers exchanges ignore it, but it names the binding).
-                "routing_key": binding.routing_key or binding.queue,
+                "destination_type": binding.destination_type,
+                # What `declare` binds with: aio-pika binds a queue with its name when given no
+                # routing key (fanout and headers exchanges ignore it, but it names the binding);
+                # an exchange binding with the key as given.
+                "routing_key": binding.routing_key
+                if binding.destination_type == "exchange"
+                else binding.routing_key or binding.queue,
                 "arguments": binding.arguments,
             }
             for binding in topology.bindings
@@ -230,7 +266,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     asyncio.run(declare_with(settings))
     print(
-        f"declared {c.EVENTS_EXCHANGE}, {len(handled_queues())} queues with their DLQs, "
+        f"declared {c.ACCEPTED_EXCHANGE} -> {c.ARCHIVE_STREAM} and {c.EVENTS_EXCHANGE}, "
+        f"{len(handled_queues())} queues with their DLQs, "
         f"{len(retry_delays_ms(settings.retry))} retry queues and {c.UNROUTED_QUEUE}"
     )
     return 0

@@ -122,7 +122,9 @@ class Publisher:
                 # without it must not lose a message silently; the channel raises on a return.
                 await underlay.basic_publish(
                     body,
-                    exchange=c.EVENTS_EXCHANGE,
+                    # Routed to the archive stream and the handled queue in one step: the
+                    # confirm covers both (see hookpipe.topology).
+                    exchange=c.ACCEPTED_EXCHANGE,
                     routing_key=f"{provider}.{event_type}",
                     properties=properties,
                     mandatory=True,

@@ -301,7 +301,9 @@ async def _empty_queues(loaded: Loaded) -> None:
         channel = await connection.channel()
         underlay = await channel.get_underlay_channel()
         for queue in loaded.document["queues"] or gen.build()["queues"]:
-            await underlay.queue_purge(queue["name"])
+            # A stream cannot be purged (and holds nothing a test of the users counts).
+            if queue["arguments"].get("x-queue-type") != "stream":
+                await underlay.queue_purge(queue["name"])
 
 
 # --- compose: the whole file imported ------------------------------------------------------
@@ -311,7 +313,7 @@ async def test_ingress_user_may_publish_but_not_consume(imported: Loaded) -> Non
     await _empty_queues(imported)
     async with await _connect(imported.url("ingress")) as connection:
         channel = await connection.channel(publisher_confirms=True)
-        exchange = await channel.get_exchange(c.EVENTS_EXCHANGE, ensure=False)
+        exchange = await channel.get_exchange(c.ACCEPTED_EXCHANGE, ensure=False)
         await exchange.publish(
             aio_pika.Message(b"{}", message_id="jodo:x"), routing_key="jodo.order.payment.debited"
         )
