@@ -34,7 +34,7 @@ from tests.conftest import fixture_bytes, queue_depth
 from tests.dreamclass_fake import FakeDreamClass
 from tests.dreamclass_fake import dreamclass_fake as dreamclass_fake  # the fixture
 from tests.ingress_support import Ingress, dreamclass_body, signed
-from tests.worker_support import publish_event, subprocess_env, wait_until
+from tests.worker_support import publish_event, run_cli, subprocess_env, wait_until
 
 pytest_plugins = ("tests.ingress_fixtures",)
 
@@ -482,22 +482,6 @@ async def _paid(ledger: Ledger, *payment_ids: str) -> bool:
 
 
 # --- the command, as a user runs it ----------------------------------------------------------
-
-
-async def run_cli(settings: Settings, *args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "hookpipe.cli",
-        *args,
-        env=subprocess_env(settings),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 async def test_cli_list_json_gives_a_line_per_dlq(six: Channel, test_settings: Settings) -> None:

@@ -93,6 +93,23 @@ def subprocess_env(settings: Settings, **extra: str) -> dict[str, str]:
     return env
 
 
+async def run_cli(settings: Settings, *args: str) -> tuple[int, str, str]:
+    """Run `hookpipe ARGS` as an operator does, with these settings: (exit code, stdout, stderr)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "hookpipe.cli",
+        *args,
+        env=subprocess_env(settings),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
 class HookpipeProcess:
     """A `hookpipe <command>` child process, its log in a file."""
 

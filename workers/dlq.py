@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
-import signal
 import sys
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -24,6 +21,7 @@ from hookpipe import cli_args
 from hookpipe import constants as c
 from hookpipe.providers import handled_queues
 from hookpipe.settings import Settings
+from hookpipe.workers.cli_support import Progress, human_age, interruptible, print_json
 
 if TYPE_CHECKING:
     from hookpipe.workers.dlq_letter import DeadLetter
@@ -197,21 +195,6 @@ async def _run(
     raise AssertionError(f"unknown action {args.action}")
 
 
-@contextlib.asynccontextmanager
-async def interruptible() -> AsyncIterator[asyncio.Event]:
-    """An event set by Ctrl-C or SIGTERM: commands stop after the message in hand and report."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    signals = (signal.SIGINT, signal.SIGTERM)
-    for signum in signals:
-        loop.add_signal_handler(signum, stop.set)
-    try:
-        yield stop
-    finally:
-        for signum in signals:
-            loop.remove_signal_handler(signum)
-
-
 # --- list ------------------------------------------------------------------------------------
 
 
@@ -222,7 +205,7 @@ async def _list(settings: Settings, queue: str | None, as_json: bool, stop: asyn
     now = datetime.now(UTC)
     if as_json:
         for summary in summaries:
-            _print_json(_summary_json(summary, now))
+            print_json(_summary_json(summary, now))
     else:
         width = max((len(s.dlq) for s in summaries), default=3)
         print(f"{'DLQ':<{width}}  {'MESSAGES':>8}  OLDEST")
@@ -269,7 +252,7 @@ async def _show(
     reveal, as_json = args.reveal, args.json
     if as_json:
         for position, letter in enumerate(letters, 1):
-            _print_json(letter_json(letter, position, reveal=reveal))
+            print_json(letter_json(letter, position, reveal=reveal))
         return EXIT_OK
     dlq = letters_queue(queue)
     if not letters:
@@ -362,13 +345,14 @@ async def _replay(
     from hookpipe.workers.dlq_ops import replay
     from hookpipe.workers.dlq_select import ReplayFilter
 
-    progress = _Progress(sys.stderr) if sys.stderr.isatty() and not args.json else None
+    progress = Progress(sys.stderr) if sys.stderr.isatty() and not args.json else None
 
     def on_step(step: ReplayStep) -> None:
         if args.json:
-            _print_json(_step_json(step))
+            print_json(_step_json(step))
         elif progress is not None:
-            progress.update(step)
+            done = step.position / max(step.total, 1)
+            progress.update(step.action, done, f"{step.position}/{step.total}")
 
     try:
         report = await replay(
@@ -384,7 +368,7 @@ async def _replay(
         if progress is not None:
             progress.close()
     if args.json:
-        _print_json({"summary": _report_json(report)})
+        print_json({"summary": _report_json(report)})
     else:
         print(_report_line(report))
         for error in report.errors:
@@ -437,32 +421,6 @@ def _report_line(report: ReplayReport) -> str:
     if report.interrupted:
         line += f"; interrupted, {report.not_scanned} not looked at stay in the DLQ"
     return line
-
-
-class _Progress:
-    """A one-line progress bar on a terminal, redrawn in place."""
-
-    WIDTH = 30
-
-    def __init__(self, stream: IO[str]) -> None:
-        self.stream = stream
-        self.counts: dict[str, int] = {}
-        self.drawn = False
-
-    def update(self, step: ReplayStep) -> None:
-        self.counts[step.action] = self.counts.get(step.action, 0) + 1
-        total = max(step.total, 1)
-        filled = round(self.WIDTH * min(step.position, total) / total)
-        counts = " ".join(f"{action} {n}" for action, n in sorted(self.counts.items()))
-        bar = "#" * filled + "-" * (self.WIDTH - filled)
-        self.stream.write(f"\r[{bar}] {step.position}/{step.total} {counts}\x1b[K")
-        self.stream.flush()
-        self.drawn = True
-
-    def close(self) -> None:
-        if self.drawn:
-            self.stream.write("\n")
-            self.stream.flush()
 
 
 # --- purge -----------------------------------------------------------------------------------
@@ -518,24 +476,6 @@ async def _ask(question: str, stop: asyncio.Event) -> bool:
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-
-def human_age(age: timedelta | None) -> str:
-    """5s, 3m 12s, 2h 5m, 3d 4h: the two largest units."""
-    if age is None:
-        return "-"
-    seconds = max(int(age.total_seconds()), 0)
-    parts: list[str] = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if seconds >= size or (unit == "s" and not parts):
-            parts.append(f"{seconds // size}{unit}")
-            seconds %= size
-    return " ".join(parts[:2])
-
-
-def _print_json(value: dict[str, Any]) -> None:
-    sys.stdout.write(orjson.dumps(value).decode() + "\n")
-    sys.stdout.flush()
 
 
 def _fail(message: str, code: int) -> int:

@@ -35,7 +35,8 @@ from prometheus_client.registry import Collector
 
 from hookpipe.errors import HookpipeError
 from hookpipe.settings import Settings
-from hookpipe.workers.dlq import EXPORTER_INTERVAL, EXPORTER_MAX_SCAN, interruptible
+from hookpipe.workers.cli_support import interruptible
+from hookpipe.workers.dlq import EXPORTER_INTERVAL, EXPORTER_MAX_SCAN
 from hookpipe.workers.dlq_letter import letters_queue
 from hookpipe.workers.dlq_ops import letter_queues, summarize
 from hookpipe.workers.dlq_session import DlqSession, connect, ready_count

@@ -158,7 +158,7 @@ def read_dead_letter(message: AbstractIncomingMessage, queue: str) -> DeadLetter
         replayed_error=text_header(headers, HEADER_REPLAYED_ERROR),
         received_at=_ms_time(headers, c.HEADER_RECEIVED_AT),
         request_id=text_header(headers, c.HEADER_REQUEST_ID),
-        timestamp=_aware(message.timestamp),
+        timestamp=aware(message.timestamp),
         headers=headers,
         body=message.body,
     )
@@ -173,7 +173,7 @@ def _unrouted(
     """A message the alternate exchange put in hookpipe.unrouted: no queue was bound for its
     routing key when the ingress published it. It never failed: its age is its receipt's."""
     key = f"{provider}.{message.type}" if provider and message.type else message.routing_key
-    received_at = _ms_time(headers, c.HEADER_RECEIVED_AT) or _aware(message.timestamp)
+    received_at = _ms_time(headers, c.HEADER_RECEIVED_AT) or aware(message.timestamp)
     handled = key in handled_queues()
     return DeadLetter(
         dlq=c.UNROUTED_QUEUE,
@@ -195,7 +195,7 @@ def _unrouted(
         replayed_error=text_header(headers, HEADER_REPLAYED_ERROR),
         received_at=_ms_time(headers, c.HEADER_RECEIVED_AT),
         request_id=text_header(headers, c.HEADER_REQUEST_ID),
-        timestamp=_aware(message.timestamp),
+        timestamp=aware(message.timestamp),
         headers=headers,
         body=message.body,
     )
@@ -246,13 +246,14 @@ def _ms_time(headers: Mapping[str, Any], name: str) -> datetime | None:
 
 def _datetime(value: Any) -> datetime | None:
     if isinstance(value, datetime):
-        return _aware(value)
+        return aware(value)
     if isinstance(value, int) and not isinstance(value, bool):
         return datetime.fromtimestamp(value, tz=UTC)
     return None
 
 
-def _aware(value: datetime | None) -> datetime | None:
+def aware(value: datetime | None) -> datetime | None:
+    """A message's timestamp, in UTC."""
     # AMQP timestamps are seconds since the epoch in UTC, whatever the client made of them.
     if value is None or value.tzinfo is not None:
         return value

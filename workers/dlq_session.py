@@ -58,8 +58,9 @@ LOCK_PREFIX: Final = "hookpipe.dlq-lock."
 LOCK_WAIT_S: Final = 5.0
 
 
-async def connect(settings: Settings) -> AbstractConnection:
-    """A plain connection for one operation; BrokerUnavailable if RabbitMQ cannot be reached."""
+async def connect(settings: Settings, role: str = "dlq") -> AbstractConnection:
+    """A plain connection for one operation, named after `role`; BrokerUnavailable if RabbitMQ
+    cannot be reached."""
     # Not the robust connection of the long-running processes: after a silent reconnect the
     # delivery tags of the messages held would mean nothing. A broken connection ends the
     # operation, and the broker gives back what it held.
@@ -68,7 +69,7 @@ async def connect(settings: Settings) -> AbstractConnection:
     for url in random.sample(nodes, k=len(nodes)):
         try:
             return await aio_pika.connect(
-                url, client_properties={"connection_name": connection_name("dlq")}, timeout=10
+                url, client_properties={"connection_name": connection_name(role)}, timeout=10
             )
         except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
             refused.append(explain(exc, url))
