@@ -24,6 +24,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("hookpipe.ingress.simulate", "sign a provider's example webhook and POST it"),
     "dlq": ("hookpipe.workers.dlq", "inspect, replay and purge dead letters"),
     "payments": ("hookpipe.workers.payments_cli", "read the payments ledger"),
+    "events": (
+        "hookpipe.workers.events_cli",
+        "the archive of every accepted webhook: list, show, replay, export",
+    ),
 }
 # The commands that trace what they do when OTEL_TRACES_EXPORTER asks for it.
 TRACED = frozenset({"ingress", "worker"})

@@ -76,6 +76,19 @@ class LedgerEvent:
     received_at_ms: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class AppliedEvent:
+    """What the ledger recorded of an event it applied."""
+
+    provider: str
+    event_id: str
+    payment_id: str
+    event_type: str
+    status: str | None  # the payment's status once the event was applied
+    received_at_ms: int | None
+    applied_at: datetime
+
+
 Decide = Callable[[Payment | None], PaymentState | None]
 
 # Schema changes, in order; each runs once, in the transaction that records its number in
@@ -118,6 +131,10 @@ _COLUMNS: Final = (
 _READ_PAYMENT: Final = f"SELECT {_COLUMNS} FROM payments WHERE provider = $1 AND payment_id = $2"
 _GET_PAYMENT: Final = _READ_PAYMENT + " AND status IS NOT NULL"
 _PROCESSED: Final = "SELECT 1 FROM processed_events WHERE provider = $1 AND event_id = $2"
+_APPLIED_EVENT: Final = (
+    "SELECT event_id, payment_id, event_type, status, received_at_ms, applied_at"
+    " FROM processed_events WHERE provider = $1 AND event_id IN ($2, $3)"
+)
 _SCHEMA_VERSION: Final = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
 
 # The write of apply(). Its parameters, shared by every statement below:
@@ -391,6 +408,28 @@ class Ledger:
     async def processed(self, provider: str, event_id: str) -> bool:
         """Whether an event was applied already."""
         return bool(await self._read(_PROCESSED, provider, event_id))
+
+    async def applied(
+        self, provider: str, event_id: str, event_type: str | None = None
+    ) -> AppliedEvent | None:
+        """What the ledger recorded of an event it applied; None if it never applied it.
+
+        With `event_type`, an event recorded as "{event id}:{event type}" is found too (as
+        DreamClass's are: its signature covers the id alone)."""
+        typed = event_id if event_type is None else f"{event_id}:{event_type}"
+        rows = await self._read(_APPLIED_EVENT, provider, event_id, typed)
+        if not rows:
+            return None
+        recorded_id, payment_id, event_type, status, received_at_ms, applied_at = rows[0]
+        return AppliedEvent(
+            provider,
+            recorded_id,
+            payment_id,
+            event_type,
+            status,
+            received_at_ms,
+            self._driver.time_out(applied_at),
+        )
 
     def _current(self, provider: str, payment_id: str, row: Sequence[Any]) -> Payment | None:
         """The payment a row holds; None when it only lists early events."""
