@@ -17,6 +17,7 @@ from bench.context import Bench, Unavailable
 from bench.procs import free_port, hookpipe_argv, python_argv
 from bench.report import Figure
 from bench.stats import latency_summary
+from hookpipe import constants as c
 
 # The targets: the ingress's rate as a share of the bare publish loop, answer and end-to-end
 # times in ms, the worker's rate on PostgreSQL, and each process's resident memory.
@@ -31,6 +32,8 @@ WORKER_RSS_MB = 150.0
 GROWTH_PER_100K_MB = 1.0
 # Webhooks the memory targets are stated for; the readings are extrapolated to it.
 MEMORY_TARGET_EVENTS = 1_000_000
+# The ingress's rate with the archive stream bound, as a share of its rate without it.
+ARCHIVE_SHARE = 0.9
 # Each wrk run gets events of its own; past this many requests they repeat (noted if so).
 WRK_EVENTS = 60_000
 
@@ -87,6 +90,14 @@ def catalog() -> dict[str, Figure]:
             "ingress p99 (same run) vs a bare confirmed publish",
             "ms",
             ceiling_label="bare aiohttp + publish, same rate",
+        ),
+        Figure(
+            "archive_rate",
+            "ingress with the archive stream bound",
+            "/s",
+            ceiling_label="the same ingress, stream unbound",
+            target_label=f">= {ARCHIVE_SHARE} x ceiling",
+            check=at_least(ARCHIVE_SHARE),
         ),
         Figure(
             "spool_rate",
@@ -292,6 +303,45 @@ async def _two_processes(b: Bench, fig: Figure, one: float, note: str) -> None:
         raise RuntimeError(f"2 ingress processes answered only {result['ok']} of {requests}")
     fig.value = result["rate"]
     fig.note = f"{note}; SO_REUSEPORT, 2 cores shared with the broker and the load generator"
+
+
+# ---------------------------------------------------------------------------------------------
+# Ingress throughput with and without the archive stream
+
+
+async def archive_throughput(b: Bench, figs: dict[str, Figure]) -> None:
+    """One ingress process, its rate with the archive stream unbound and bound, alternately."""
+    fig = figs["archive_rate"]
+    env = b.env()
+    env["HOOKPIPE_DECLARE_TOPOLOGY"] = "false"  # its declaration would bind the stream again
+    port = free_port()
+    argv = hookpipe_argv("ingress", "--host", "127.0.0.1", "--port", str(port))
+    stream = await b.channel.get_queue(c.ARCHIVE_STREAM, ensure=False)
+    accepted = await b.channel.get_exchange(c.ACCEPTED_EXCHANGE, ensure=False)
+    # topology.declare binds with the queue's name as the (for a fanout, unused) routing key.
+    key = c.ARCHIVE_STREAM
+    child = await b.start_http("ingress-archive", argv, port, env)
+    rates: dict[bool, list[float]] = {False: [], True: []}
+    try:
+        # Alternated, best of two each: the machine's noise drifts over a minute.
+        for bound in (False, True, False, True):
+            if bound:
+                await stream.bind(accepted, routing_key=key)
+            else:
+                await stream.unbind(accepted, routing_key=key)
+            result = await _closed_load(b, port, f"archive-{'on' if bound else 'off'}")
+            requests = result.get("requests", result.get("sent", 0))
+            if result["ok"] < 0.99 * requests:
+                raise RuntimeError(f"the ingress answered only {result['ok']} of {requests}")
+            rates[bound].append(result["rate"])
+            await b.purge()
+    finally:
+        await stream.bind(accepted, routing_key=key)
+        b.stop(child)
+    b.results["archive"] = {"with": rates[True], "without": rates[False]}
+    fig.value = max(rates[True])
+    fig.ceiling = max(rates[False])
+    fig.note = "best of two runs each, alternated"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -631,6 +681,7 @@ Phase = Callable[[Bench, dict[str, Figure]], Awaitable[None]]
 PHASES: dict[str, tuple[Phase, tuple[str, ...]]] = {
     "ingress": (ingress_throughput, ("ingress_rate", "ingress_rate_http", "ingress_rate_2p")),
     "latency": (ingress_latency, ("ingress_p50", "ingress_p99", "ingress_p99_publish")),
+    "archive": (archive_throughput, ("archive_rate",)),
     "spool": (spool_throughput, ("spool_rate",)),
     "worker": (worker_throughput, ("worker_pg", "worker_pg_cpu", "worker_sqlite")),
     "e2e": (end_to_end, ("e2e_p50", "e2e_p99")),
