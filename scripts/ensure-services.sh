@@ -39,6 +39,13 @@ if ! listening "$amqp_host" "$amqp_port"; then
 fi
 
 if [ "${1:-}" = "--postgres" ]; then
+  # The tests (this mode is theirs) also read the broker's own Prometheus metrics, which the
+  # dashboard and alert rules query: enable its plugin on a local broker that lacks it.
+  if ! listening "$amqp_host" 15692 && command -v rabbitmq-plugins >/dev/null 2>&1; then
+    echo "enabling RabbitMQ's Prometheus plugin (rabbitmq_prometheus, port 15692) for the tests..."
+    rabbitmq-plugins enable --quiet rabbitmq_prometheus >/dev/null 2>&1 || true
+    wait_for "$amqp_host" 15692 30 || echo "rabbitmq_prometheus did not start: 'rabbitmq-plugins enable rabbitmq_prometheus' by hand; tests/test_dashboards.py needs it." >&2
+  fi
   pg_host=${HOOKPIPE_TEST_PG_HOST:-127.0.0.1}; pg_port=${HOOKPIPE_TEST_PG_PORT:-5432}
   if ! listening "$pg_host" "$pg_port"; then
     if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
