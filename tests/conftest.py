@@ -92,7 +92,8 @@ def rabbitmqctl(*args: str) -> None:
         raise RuntimeError(
             "rabbitmqctl is not on PATH: the tests make a vhost of their own with it"
         )
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+    # A broker busy with other tests (a cluster booting beside it) can be slow to answer.
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=240)
 
 
 @pytest.fixture(scope="session")

@@ -140,7 +140,7 @@ def test_retention_settings_become_the_stream_arguments(test_settings: Settings)
             [*command, "--formatter", "json"],
             check=True,
             capture_output=True,
-            timeout=60,
+            timeout=240,
         )
         queues = {q["name"]: q["arguments"] for q in json.loads(listed.stdout)}
         arguments = {name: value for name, _, value in queues[c.ARCHIVE_STREAM]}

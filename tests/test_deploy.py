@@ -122,7 +122,7 @@ def test_the_image_installs_every_dependency_from_the_lock() -> None:
 
 def test_the_broker_runs_the_version_the_definitions_are_tested_on() -> None:
     version = subprocess.run(
-        ["rabbitmqctl", "version"], check=True, capture_output=True, text=True, timeout=60
+        ["rabbitmqctl", "version"], check=True, capture_output=True, text=True, timeout=240
     ).stdout.strip()
     assert version == gen.RABBITMQ_VERSION, (
         f"RabbitMQ {version} runs here, the definitions say {gen.RABBITMQ_VERSION}: test them on "
@@ -192,7 +192,8 @@ def load_definitions() -> Iterator[Any]:
             input=json.dumps(document).encode(),
             check=True,
             capture_output=True,
-            timeout=60,
+            # A broker busy with other tests' vhosts can take most of a minute to add one.
+            timeout=240,
         )
         rabbitmqctl("await_startup")
         loaded.append(Loaded(vhost, names, passwords, document))
@@ -358,7 +359,7 @@ def test_the_operator_declares_exactly_the_topology_of_the_definitions_file(
             ["rabbitmqctl", "-q", "export_definitions", "-", "--format", "json"],
             check=True,
             capture_output=True,
-            timeout=60,
+            timeout=240,
         ).stdout
     )
     expected = gen.build()

@@ -65,7 +65,7 @@ async def test_the_rate_limit_spaces_calls() -> None:
     await asyncio.gather(*(limit.wait() for _ in range(11)))
 
     # The first at once, then ten intervals of 20 ms.
-    assert 0.18 <= time.monotonic() - started < 0.5
+    assert 0.18 <= time.monotonic() - started < 1.0  # the upper bound: a busy machine
 
 
 async def test_a_failing_dreamclass_api_is_not_called_once_the_breaker_opened(
