@@ -46,6 +46,23 @@ if [ "${1:-}" = "--postgres" ]; then
     rabbitmq-plugins enable --quiet rabbitmq_prometheus >/dev/null 2>&1 || true
     wait_for "$amqp_host" 15692 30 || echo "rabbitmq_prometheus did not start: 'rabbitmq-plugins enable rabbitmq_prometheus' by hand; tests/test_dashboards.py needs it." >&2
   fi
+  # promtool checks deploy/prometheus. Where it is missing, Debian's package is unpacked into the
+  # virtual environment (only the binary: no Prometheus server is installed or started).
+  if ! command -v promtool >/dev/null 2>&1 && [ ! -x .venv/bin/promtool ]; then
+    if command -v apt-get >/dev/null 2>&1 && command -v dpkg-deb >/dev/null 2>&1; then
+      echo "promtool is missing; unpacking it from Debian's prometheus package into .venv/bin..."
+      unpack=$(mktemp -d)
+      if (cd "$unpack" && apt-get download prometheus >/dev/null 2>&1 \
+          && dpkg-deb -x prometheus_*.deb root && [ -x root/usr/bin/promtool ]); then
+        mkdir -p .venv/bin && cp "$unpack/root/usr/bin/promtool" .venv/bin/promtool
+      else
+        echo "could not fetch Debian's prometheus package: install promtool by hand ('apt-get install prometheus', or a release from prometheus.io/download); tests/test_dashboards.py needs it." >&2
+      fi
+      rm -rf "$unpack"
+    else
+      echo "promtool is not installed and this is not Debian: put it on PATH (a release from prometheus.io/download); tests/test_dashboards.py needs it." >&2
+    fi
+  fi
   pg_host=${HOOKPIPE_TEST_PG_HOST:-127.0.0.1}; pg_port=${HOOKPIPE_TEST_PG_PORT:-5432}
   if ! listening "$pg_host" "$pg_port"; then
     if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then

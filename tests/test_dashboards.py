@@ -9,9 +9,11 @@ documented names (RABBITMQ_NAMES), checked against the local broker's plugin whe
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import shutil
 import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -70,13 +72,17 @@ _KEYWORDS: Final = frozenset(
 
 def promtool(*args: str, cwd: Path = PROMETHEUS) -> subprocess.CompletedProcess[str]:
     """Run promtool; fail (never skip) where it is missing: the rules would go unchecked."""
-    if shutil.which("promtool") is None:
+    # On PATH, or where `make test` unpacks it: beside the virtual environment's Python.
+    found = shutil.which(
+        "promtool", path=f"{os.environ.get('PATH', '')}:{Path(sys.executable).parent}"
+    )
+    if found is None:
         pytest.fail(
             "promtool is not on PATH: it checks deploy/prometheus (Debian and Ubuntu: "
             "apt-get install prometheus; or a release from prometheus.io/download)"
         )
     return subprocess.run(
-        ["promtool", *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=False
+        [found, *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=False
     )
 
 
