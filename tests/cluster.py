@@ -138,6 +138,13 @@ def _stop(node: Node) -> None:
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[list[Node]]:
     """Three clustered nodes on loopback, stopped and removed after the session."""
+    with running_cluster() as nodes:
+        yield nodes
+
+
+@contextlib.contextmanager
+def running_cluster() -> Iterator[list[Node]]:
+    """Three clustered nodes on loopback, stopped and their data removed on leaving."""
     if shutil.which("rabbitmq-server") is None:
         raise RuntimeError("rabbitmq-server is not installed: the cluster tests need it")
     base = Path(tempfile.mkdtemp(prefix="hookpipe-cluster-"))
@@ -167,12 +174,17 @@ def cluster() -> Iterator[list[Node]]:
 def healthy_cluster(cluster: list[Node]) -> list[Node]:
     """The session's cluster with its three nodes up: a node an earlier test killed or stopped
     is started again (it rejoins the cluster from its data directory)."""
-    down = [node for node in cluster if not node.running()]
+    return restarted(cluster)
+
+
+def restarted(nodes: list[Node]) -> list[Node]:
+    """The nodes, each one that is down booted again (it rejoins from its data directory)."""
+    down = [node for node in nodes if not node.running()]
     for node in down:
         _boot(node)
     for node in down:
         _await(node)
-    return cluster
+    return nodes
 
 
 def add_vhost(node: Node) -> str:

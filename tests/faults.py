@@ -198,11 +198,17 @@ def _dreamclass_webhook(fake: FakeDreamClass, number: int) -> tuple[bytes, str]:
 
 
 async def send_load(
-    url: str, fake: FakeDreamClass, options: Options, stop: asyncio.Event, sent: list[Sent]
+    url: str,
+    fake: FakeDreamClass | None,
+    rate: float,
+    dreamclass_share: float,
+    stop: asyncio.Event,
+    sent: list[Sent],
 ) -> None:
-    """Webhooks at `options.rate` a second, every k-th a DreamClass one, until `stop`; an answer
-    is not waited for before the next is sent (providers do not wait for each other either)."""
-    every = max(1, round(1 / options.dreamclass_share)) if options.dreamclass_share else 0
+    """Webhooks at `rate` a second, every k-th a DreamClass one (its invoice in `fake`), until
+    `stop`; an answer is not waited for before the next is sent (providers do not wait for each
+    other either)."""
+    every = max(1, round(1 / dreamclass_share)) if dreamclass_share else 0
     run = uuid.uuid4().hex[:8]
     loop = asyncio.get_running_loop()
     tasks: set[asyncio.Task[None]] = set()
@@ -212,9 +218,9 @@ async def send_load(
         number = 0
         while not stop.is_set():
             number += 1
-            await asyncio.sleep(max(0.0, started + number / options.rate - loop.time()))
+            await asyncio.sleep(max(0.0, started + number / rate - loop.time()))
             request: tuple[bytes, dict[str, str]]
-            if every and number % every == 0:
+            if fake is not None and every and number % every == 0:
                 body, ledger_id = _dreamclass_webhook(fake, number)
                 provider, request = "dreamclass", (body, {})
             else:
@@ -579,7 +585,9 @@ async def run(
         await wait_ingress_ready(url)
         await _wait_worker_started(folder, processes)
         stop = asyncio.Event()
-        load = asyncio.create_task(send_load(url, fake, options, stop, sent))
+        load = asyncio.create_task(
+            send_load(url, fake, options.rate, options.dreamclass_share, stop, sent)
+        )
         await asyncio.sleep(options.warmup)
         times["fault_begun"] = time.time()
         await fault.begin()
