@@ -117,6 +117,21 @@ def configure_logging(log_format: str = "auto", level: str = "info") -> None:
     # one line ("broker connection lost", "broker reconnected", "cannot reach the broker ...").
     logging.getLogger("aiormq").setLevel(logging.CRITICAL)
     logging.getLogger("aio_pika").setLevel(logging.ERROR)
+    tools = logging.getLogger("aio_pika.tools")
+    if _channel_restore_race not in tools.filters:
+        tools.addFilter(_channel_restore_race)
+
+
+def _channel_restore_race(record: logging.LogRecord) -> bool:
+    """False for aio-pika's error when a robust channel, closed with its lost connection, tries
+    to reopen itself on the connection that is gone: every process logged it once per broker
+    node lost, though the connection's reconnect then restores the channel, as the lines
+    "broker connection lost" and "broker reconnected" say."""
+    return not (
+        record.msg == "Callback %r error: %s: %s"
+        and isinstance(record.args, tuple)
+        and "RobustChannel._on_close" in repr(record.args[0])
+    )
 
 
 def _log_unraisable(unraisable: Any) -> None:

@@ -108,6 +108,31 @@ async def test_a_dead_letter_line_carries_the_request_id_of_the_webhook(
     assert dead["event_id"] == "evt-1"
 
 
+async def test_a_robust_channel_failing_to_reopen_on_its_lost_connection_is_not_an_error_line(
+    json_logs: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # What aio-pika logs, once per process, when the broker node it was connected to dies: the
+    # channel's own restore races the connection's reconnect, which then restores it.
+    class RobustChannel:
+        async def _on_close(self, closing: object) -> None: ...
+
+    class Other:
+        async def on_message(self, message: object) -> None: ...
+
+    tools = logging.getLogger("aio_pika.tools")
+    for callback in (RobustChannel()._on_close, Other().on_message):
+        tools.error(
+            "Callback %r error: %s: %s",
+            aio_pika.tools.OneShotCallback(callback),
+            "RuntimeError",
+            "<Connection: amqp://guest:******@127.0.0.1:5672/> closed",
+        )
+
+    (line,) = _lines(capsys.readouterr().err)
+    assert "Other.on_message" in str(line["event"])
+    assert line["level"] == "error"
+
+
 async def test_a_lost_broker_connection_is_logged_once_and_its_return_once(
     json_logs: None, amqp_url: str, amqp_proxy: TcpProxy, capsys: pytest.CaptureFixture[str]
 ) -> None:
