@@ -142,6 +142,22 @@ class Settings:
         values.positive_int,
         help="PostgreSQL connections per worker process; a write holds one for two round trips",
     )
+    # 16: a batch's commit is shared by that many events, while a worker at its default
+    # concurrency (32) still fills two batches at once, one committing while the next gathers.
+    ledger_batch_size: int = setting(
+        16,
+        values.positive_int,
+        help="events a worker applies in one ledger transaction at most (a bad one fails alone, "
+        "its batch-mates are applied); never more than `HOOKPIPE_WORKER_CONCURRENCY`; 1: a "
+        "transaction per event",
+    )
+    # 2 ms: under load a batch fills long before; alone, an event waits no longer than a
+    # round trip to the database takes anyway.
+    ledger_batch_wait: float = setting(
+        0.002,
+        values.non_negative_float,
+        help="seconds a ledger batch waits for more events once it has its first",
+    )
 
     max_body_bytes: int = setting(1_048_576, values.positive_int, help="larger bodies get 413")
     read_timeout: float = setting(

@@ -26,9 +26,10 @@ from hookpipe.workers.ledger import MIGRATIONS, Decide, Ledger, LedgerEvent, Pay
 from tests.tcp_proxy import TcpProxy
 
 
-@pytest.fixture
-async def ledger(ledger_url: str) -> AsyncIterator[Ledger]:
-    opened = await Ledger.open(ledger_url)
+@pytest.fixture(params=[1, 8], ids=["alone", "batched"])
+async def ledger(ledger_url: str, request: pytest.FixtureRequest) -> AsyncIterator[Ledger]:
+    # Every test of the ledger's contract holds for concurrent applies batched in a transaction.
+    opened = await Ledger.open(ledger_url, batch_size=request.param)
     try:
         yield opened
     finally:

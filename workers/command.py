@@ -190,7 +190,7 @@ async def serve(settings: Settings, queues: Sequence[str], concurrency: int) -> 
     # Unwound in reverse: drain the worker, then stop serving metrics, then close the ledger.
     async with contextlib.AsyncExitStack() as stack:
         try:
-            handlers = await stack.enter_async_context(open_handlers(settings))
+            handlers = await stack.enter_async_context(open_handlers(settings, concurrency))
         except SetupError as exc:
             log.error("cannot open the ledger", reason=str(exc))
             return EXIT_USAGE

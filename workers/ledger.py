@@ -36,6 +36,7 @@ from hookpipe.workers.errors import (
     PermanentError,
     TransientError,
 )
+from hookpipe.workers.group_commit import GroupCommit
 
 STATUSES: Final = ("paid", "pending", "failed", "refunded", "reversed", "deleted", "invalid")
 
@@ -203,6 +204,10 @@ class _Conflict(Exception):
     """The payment changed between apply()'s read and its write: start again."""
 
 
+class _Isolate(Exception):
+    """An event of a batch failed of its own: run the batch again, an event per savepoint."""
+
+
 class _Connection(Protocol):
     async def fetchrow(self, sql: str, *args: Any) -> Sequence[Any] | None: ...
     async def fetch(self, sql: str, *args: Any) -> builtins.list[Sequence[Any]]: ...
@@ -249,14 +254,33 @@ class _Driver(Protocol):
 class Ledger:
     """The payments ledger on SQLite or PostgreSQL; open with `await Ledger.open(url)`."""
 
-    def __init__(self, driver: _Driver, where: str = "the ledger") -> None:
+    def __init__(
+        self,
+        driver: _Driver,
+        where: str = "the ledger",
+        *,
+        batch_size: int = 1,
+        batch_wait: float = 0.002,
+    ) -> None:
         self._driver = driver
         # Where it is (no password), for the messages that an operator must act on.
         self._where = where
+        # Concurrent applies share a transaction: one commit (one fsync, one BEGIN/COMMIT pair)
+        # for a batch. A batch of 1 is no batching at all: each apply is on its own, as it was.
+        self._group: GroupCommit[tuple[LedgerEvent, Decide], bool] | None = None
+        if batch_size > 1:
+            self._group = GroupCommit(self._apply_batch, size=batch_size, wait=batch_wait)
 
     @classmethod
     async def open(
-        cls, url: str, *, pool_size: int = 10, create: bool = True, timeout: float = 10.0
+        cls,
+        url: str,
+        *,
+        pool_size: int = 10,
+        create: bool = True,
+        timeout: float = 10.0,
+        batch_size: int = 1,
+        batch_wait: float = 0.002,
     ) -> Ledger:
         """Connect to `url` (sqlite:///path or postgresql://...) and create or migrate the schema;
         with create=False (the commands that only read) neither, and a ledger that does not
@@ -264,8 +288,10 @@ class Ledger:
 
         `pool_size` bounds PostgreSQL connections; SQLite uses one. `timeout` bounds connecting,
         each statement and each wait for a pooled connection on PostgreSQL (SQLite waits for its
-        file's lock up to its busy timeout). Raises TransientError when the
-        database cannot be reached, LedgerSetupError when it cannot be used as configured.
+        file's lock up to its busy timeout); a batch's transaction is bound by the same limits.
+        `batch_size` > 1: concurrent applies are applied in one transaction, up to that many,
+        gathered for up to `batch_wait` seconds. Raises TransientError when the database cannot
+        be reached, LedgerSetupError when it cannot be used as configured.
         """
         scheme = urlsplit(url).scheme
         driver: _Driver
@@ -283,7 +309,7 @@ class Ledger:
             if _is_transient(exc):
                 raise TransientError(f"ledger unreachable: {_describe_reach(exc, url)}") from exc
             raise
-        ledger = cls(driver, _where(url))
+        ledger = cls(driver, _where(url), batch_size=batch_size, batch_wait=batch_wait)
         try:
             await (ledger._migrate() if create else ledger._check_schema(url))
         except BaseException as exc:
@@ -294,8 +320,12 @@ class Ledger:
         return ledger
 
     async def close(self) -> None:
-        """Close the connection(s)."""
-        await self._driver.close()
+        """Finish the batches under way, then close the connection(s)."""
+        try:
+            if self._group is not None:
+                await self._group.close()
+        finally:
+            await self._driver.close()
 
     async def __aenter__(self) -> Ledger:
         return self
@@ -310,9 +340,13 @@ class Ledger:
         None to leave it as it is; the event is recorded as processed either way. `decide` must be
         pure: it runs again if the payment changed meanwhile.
         Raises TransientError on connection loss, lock timeouts and serialization failures.
+        Batched, the same: an error of this event's own fails it alone; one of the batch's
+        transaction (the connection lost, a timeout) fails every event of the batch.
         """
         with tracing.span("ledger.apply", kind="client"):
-            return await self._apply_retried(event, decide)
+            if self._group is None:
+                return await self._apply_retried(event, decide)
+            return await self._group.submit((event, decide))
 
     async def _apply_retried(self, event: LedgerEvent, decide: Decide) -> bool:
         try:
@@ -323,14 +357,97 @@ class Ledger:
                 except _Conflict:
                     continue
         except Exception as exc:
-            if _is_transient(exc):
-                kind = LedgerStorageError if _is_storage_error(exc) else TransientError
-                raise kind(f"ledger write failed ({self._where}): {_describe(exc)}") from exc
-            if _is_data_error(exc):
-                # The same values would be refused again: no retry can help.
-                raise PermanentError(f"the ledger refused the values: {_describe(exc)}") from exc
-            raise
+            error = self._write_error(exc)
+            if error is exc:
+                raise
+            raise error from exc
         raise TransientError("ledger write failed: the payment kept changing under it")
+
+    def _write_error(self, exc: Exception) -> Exception:
+        """What the caller of apply() sees of a write's failure: the one mapping, batched or not."""
+        if _is_transient(exc):
+            kind = LedgerStorageError if _is_storage_error(exc) else TransientError
+            return kind(f"ledger write failed ({self._where}): {_describe(exc)}")
+        if _is_data_error(exc):
+            # The same values would be refused again: no retry can help.
+            return PermanentError(f"the ledger refused the values: {_describe(exc)}")
+        return exc
+
+    def _caller_error(self, exc: Exception) -> Exception:
+        """_write_error's exception, caused by `exc`, for a caller that is given it as a value."""
+        error = self._write_error(exc)
+        if error is not exc:
+            error.__cause__ = exc
+        return error
+
+    async def _apply_batch(
+        self, batch: Sequence[tuple[LedgerEvent, Decide]]
+    ) -> builtins.list[bool | Exception]:
+        """Apply a batch in one transaction: each event's result, or the error its caller gets."""
+        # Every batch takes the payments' row locks in the same order: two batches that share
+        # payments wait for each other, but never deadlock.
+        order = sorted(
+            range(len(batch)), key=lambda i: (batch[i][0].provider, batch[i][0].payment_id)
+        )
+        with tracing.span(
+            "ledger.batch", kind="client", attributes={"hookpipe.batch_size": len(batch)}
+        ):
+            try:
+                try:
+                    return await self._run_batch(batch, order, isolated=False)
+                except _Isolate:
+                    # An event failed and took the transaction's writes with it: once more,
+                    # each event in a savepoint of its own, so that it fails alone.
+                    return await self._run_batch(batch, order, isolated=True)
+            except Exception as exc:
+                # The transaction's own failure (its connection, a timeout, the commit): every
+                # event of the batch fails as a lone apply would, and is retried.
+                return [self._caller_error(exc) for _ in batch]
+
+    async def _run_batch(
+        self,
+        batch: Sequence[tuple[LedgerEvent, Decide]],
+        order: Sequence[int],
+        *,
+        isolated: bool,
+    ) -> builtins.list[bool | Exception]:
+        results: builtins.list[bool | Exception] = [False] * len(batch)
+        async with self._driver.transaction() as db:
+            for index in order:
+                event, decide = batch[index]
+                if isolated:
+                    results[index] = await self._apply_in_savepoint(db, event, decide)
+                    continue
+                # Without savepoints (two statements an event, as alone): the first failure of
+                # an event's own undoes the batch, which is then run isolated.
+                try:
+                    results[index] = await self._apply(db, event, decide, locked=True)
+                except Exception as exc:
+                    if _is_transient(exc):
+                        raise
+                    raise _Isolate from exc
+        return results
+
+    async def _apply_in_savepoint(
+        self, db: _Connection, event: LedgerEvent, decide: Decide
+    ) -> bool | Exception:
+        """Apply one event of a batch; an error of its own undoes its writes only, and is
+        returned. A passing error is raised: the transaction is lost, and the batch with it."""
+        for _ in range(_APPLY_ATTEMPTS):
+            await db.execute("SAVEPOINT event")
+            try:
+                applied = await self._apply(db, event, decide, locked=True)
+            except Exception as exc:
+                if _is_transient(exc):
+                    raise
+                await db.execute("ROLLBACK TO SAVEPOINT event")
+                await db.execute("RELEASE SAVEPOINT event")
+                if isinstance(exc, _Conflict):
+                    continue  # a payment created meanwhile by another transaction: read it
+                return self._caller_error(exc)
+            await db.execute("RELEASE SAVEPOINT event")
+            return applied
+        return TransientError("ledger write failed: the payment kept changing under it")
 
     async def _apply(
         self, db: _Connection, event: LedgerEvent, decide: Decide, *, locked: bool

@@ -15,8 +15,13 @@ __all__ = ["Delivery", "Handler", "open_handlers"]
 
 
 @asynccontextmanager
-async def open_handlers(settings: Settings) -> AsyncIterator[dict[str, Handler]]:
+async def open_handlers(
+    settings: Settings, concurrency: int | None = None
+) -> AsyncIterator[dict[str, Handler]]:
     """Open the ledger and what else the handlers use; yield {queue name: handler}; close all.
+
+    `concurrency`: the worker's handlers at once per provider (default: the setting's); a
+    ledger batch is never larger than they can fill.
 
     Raises TransientError when the ledger cannot be reached, ProviderError when a provider's
     handlers do not match its events.
@@ -26,6 +31,8 @@ async def open_handlers(settings: Settings) -> AsyncIterator[dict[str, Handler]]
             settings.ledger_url,
             pool_size=settings.ledger_pool_size,
             timeout=settings.ledger_timeout,
+            batch_size=min(settings.ledger_batch_size, concurrency or settings.worker_concurrency),
+            batch_wait=settings.ledger_batch_wait,
         )
         stack.push_async_callback(ledger.close)
         context = HandlerContext(settings, ledger, stack)
