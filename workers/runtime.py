@@ -5,6 +5,8 @@ delayed-retry exchange or to the dead-letter exchange, wait for the broker's con
 then ack the original. A message is never acked before its copy is safe, and never acked
 unfinished: when the copy cannot be published, or a handler is cut off at shutdown, the
 original goes back to its queue (whose x-delivery-limit stops a message that keeps crashing).
+Acks go out together where they can (`workers.acks`), always once the handler has returned,
+so after its ledger commit.
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ from aio_pika.abc import (
     AbstractRobustConnection,
     ConsumerTag,
 )
+from aio_pika.exceptions import ChannelInvalidStateError
 
 from hookpipe import constants as c
 from hookpipe import topology, tracing
 from hookpipe.broker import connect, connection_name
 from hookpipe.settings import Settings
+from hookpipe.workers.acks import ChannelAcks
 from hookpipe.workers.handlers.base import Delivery, Handler
 from hookpipe.workers.messages import (
     MalformedMessage,
@@ -122,6 +126,8 @@ class Worker:
         self._channel: AbstractRobustChannel | None = None
         self._retry_exchange: AbstractExchange | None = None
         self._dead_letter_exchange: AbstractExchange | None = None
+        # Per channel (a robust channel is a new one after each reconnect): delivery tags are.
+        self._acks: dict[object, ChannelAcks] = {}
         self._stopping = False
         self._stopped = asyncio.Event()
 
@@ -211,6 +217,8 @@ class Worker:
                 for task in pending:
                     task.cancel()
                 await asyncio.gather(*pending, return_exceptions=True)
+            for acks in self._acks.values():
+                await acks.drain()
             if self._connection is not None:
                 await self._connection.close()
         finally:
@@ -219,16 +227,20 @@ class Worker:
     async def _on_message(self, queue: str, message: AbstractIncomingMessage) -> None:
         # aio-pika runs this callback in a task of the channel's; the work goes into a task of
         # our own, which stop() can wait for and cancel.
-        task = asyncio.create_task(self._process(queue, message))
+        acks = self._channel_acks(message)
+        acks.received(message)
+        task = asyncio.create_task(self._process(queue, message, acks))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _process(self, queue: str, message: AbstractIncomingMessage) -> None:
+    async def _process(
+        self, queue: str, message: AbstractIncomingMessage, acks: ChannelAcks
+    ) -> None:
         task = asyncio.current_task()
         assert task is not None
         if self._stopping:
             # Delivered between basic.cancel and its reply: straight back to the queue.
-            await self._requeue(message)
+            await self._requeue(message, acks)
             return
         slots = self._slots[queue]
         try:
@@ -238,16 +250,19 @@ class Worker:
             finally:
                 self._waiting.discard(task)
             try:
-                await self._handle(queue, message)
+                await self._handle(queue, message, acks)
             finally:
                 slots.release()
         except asyncio.CancelledError:
-            # Shutdown: the message was not finished, so it must not be acked.
-            if not message.processed:
-                await self._requeue(message)
+            # Shutdown: the message was not finished, so it must not be acked. One whose ack
+            # was decided already is acked still.
+            if acks.in_flight(message):
+                await self._requeue(message, acks)
             raise
 
-    async def _handle(self, queue: str, message: AbstractIncomingMessage) -> None:
+    async def _handle(
+        self, queue: str, message: AbstractIncomingMessage, acks: ChannelAcks
+    ) -> None:
         # The id the ingress gave the webhook's request: its log lines and these share it.
         request_id = text_header(message.headers or {}, c.HEADER_REQUEST_ID)
         try:
@@ -258,7 +273,7 @@ class Worker:
             with structlog.contextvars.bound_contextvars(
                 queue=queue, attempt=attempt, request_id=request_id
             ):
-                await self._settle(queue, message, attempt, outcome)
+                await self._settle(queue, message, acks, attempt, outcome)
             return
         with (
             structlog.contextvars.bound_contextvars(
@@ -296,13 +311,18 @@ class Worker:
                     self.metrics.end_to_end_seconds.labels(queue).observe(max(latency, 0.0))
                 # Debug: the ledger records every event applied; a line each costs throughput.
                 log.debug("event handled", duration_ms=round(elapsed * 1000, 2))
-            await self._settle(queue, message, delivery.attempt, outcome)
+            await self._settle(queue, message, acks, delivery.attempt, outcome)
 
     async def _settle(
-        self, queue: str, message: AbstractIncomingMessage, attempt: int, outcome: Outcome
+        self,
+        queue: str,
+        message: AbstractIncomingMessage,
+        acks: ChannelAcks,
+        attempt: int,
+        outcome: Outcome,
     ) -> None:
         if outcome.action is Action.ACK:
-            await self._ack(message)
+            await acks.ack(message)
             self.metrics.processed.labels(queue).inc()
             return
         self.metrics.failures.labels(queue, outcome.error_type).inc()
@@ -318,9 +338,9 @@ class Worker:
                 action=outcome.action.value,
                 error_type=type(exc).__name__,
             )
-            await self._requeue(message)
+            await self._requeue(message, acks)
             return
-        await self._ack(message)
+        await acks.ack(message)
         if outcome.action is Action.RETRY:
             self.metrics.retried.labels(queue).inc()
             log.warning(
@@ -385,17 +405,30 @@ class Worker:
             timeout=self.settings.publish_timeout,
         )
 
-    async def _ack(self, message: AbstractIncomingMessage) -> None:
+    def _channel_acks(self, message: AbstractIncomingMessage) -> ChannelAcks:
+        """The acks of the channel the message came on."""
         try:
-            await message.ack()
-        except Exception as exc:
-            # The channel is gone: the broker requeues the message, and the ledger's record of
-            # processed events makes its second run change nothing.
-            log.warning("ack failed; the broker will redeliver", error_type=type(exc).__name__)
+            channel = message.channel
+        except ChannelInvalidStateError:
+            # Closed already: an ack cannot reach the broker, which requeues the message.
+            return ChannelAcks()
+        acks = self._acks.get(channel)
+        if acks is None:
+            # A new channel (the first, or one reopened after a reconnect): the acks of the
+            # closed ones have been sent or failed by now.
+            for old in [key for key, value in self._acks.items() if _closed(key)]:
+                self._acks.pop(old)
+            acks = self._acks[channel] = ChannelAcks()
+        return acks
 
-    async def _requeue(self, message: AbstractIncomingMessage) -> None:
+    async def _requeue(self, message: AbstractIncomingMessage, acks: ChannelAcks) -> None:
         try:
             await message.nack(requeue=True)
         except Exception as exc:
             # The channel is gone: the broker requeues what it had not seen acked anyway.
             log.warning("nack failed; the broker will redeliver", error_type=type(exc).__name__)
+        acks.requeued(message)
+
+
+def _closed(channel: object) -> bool:
+    return bool(getattr(channel, "is_closed", True))
