@@ -204,3 +204,50 @@ async def _count_at_least(ledger: Ledger, count: int) -> bool:
 
 async def _queues_empty(channel: Channel) -> bool:
     return (await queue_depth(channel, DEBITED), await queue_depth(channel, CANCELLED)) == (0, 0)
+
+
+async def test_sigkill_mid_batch_then_a_restart_applies_every_event_exactly_once(
+    broker: Channel,
+    make_settings: Callable[..., Settings],
+    spawn: Callable[..., WorkerProcess],
+    ledger_url: str,
+) -> None:
+    # Full batches under load: the kill lands with batches being applied, committed, acked.
+    settings = make_settings(
+        ledger_url=ledger_url,
+        worker_concurrency=32,
+        ledger_batch_size=16,
+        ledger_batch_wait=0.002,
+    )
+    events = jodo_events(2000, cancel_every=7)
+    await publish_all(broker, events)
+    first = spawn(settings)
+    await first.start()
+    await wait_until(
+        lambda: bool(first.logged("worker started")), within=30, what="the worker's start"
+    )
+    ledger = await Ledger.open(settings.ledger_url)
+    try:
+        await wait_until(lambda: _count_at_least(ledger, 200), interval=0.01, what="200 payments")
+        first.signal(signal.SIGKILL)
+        assert await first.exit_code(within=5) == -signal.SIGKILL
+        assert len(await applied_events(ledger)) < len(events), "nothing was left to take over"
+
+        second = spawn(settings)  # the same worker, restarted
+        await second.start()
+        await wait_until(
+            lambda: _count_at_least(ledger, len(events)), within=90, what="every event applied"
+        )
+        await wait_until(lambda: _queues_empty(broker), what="both queues empty")
+        second.signal(signal.SIGTERM)
+        assert await second.exit_code(within=settings.shutdown_grace + 5) == 0
+        payments = {p.payment_id: p for p in await ledger.list(provider="jodo")}
+    finally:
+        await ledger.close()
+    assert len(payments) == len(events)
+    for event in events:
+        payment = payments[event.payment_id]
+        assert payment.events == (event.event_id,), event.payment_id
+        assert payment.status == ("reversed" if event.queue == CANCELLED else "paid")
+    for queue in (DEBITED, CANCELLED):
+        assert await queue_depth(broker, topology.dlq_name(queue)) == 0
