@@ -143,13 +143,14 @@ class Settings:
         help="PostgreSQL connections per worker process; a write holds one for two round trips",
     )
     # 16: a batch's commit is shared by that many events, while a worker at its default
-    # concurrency (32) still fills two batches at once, one committing while the next gathers.
+    # concurrency (32) still fills two batches at once, one committing while the next gathers
+    # (the worker caps a batch at half its concurrency for that reason).
     ledger_batch_size: int = setting(
         16,
         values.positive_int,
         help="events a worker applies in one ledger transaction at most (a bad one fails alone, "
-        "its batch-mates are applied); never more than `HOOKPIPE_WORKER_CONCURRENCY`; 1: a "
-        "transaction per event",
+        "its batch-mates are applied); never more than half `HOOKPIPE_WORKER_CONCURRENCY`, so "
+        "that one batch gathers while another commits; 1: a transaction per event",
     )
     # 2 ms: under load a batch fills long before; alone, an event waits no longer than a
     # round trip to the database takes anyway.

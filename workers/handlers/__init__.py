@@ -21,7 +21,7 @@ async def open_handlers(
     """Open the ledger and what else the handlers use; yield {queue name: handler}; close all.
 
     `concurrency`: the worker's handlers at once per provider (default: the setting's); a
-    ledger batch is never larger than they can fill.
+    ledger batch is never larger than half of them.
 
     Raises TransientError when the ledger cannot be reached, ProviderError when a provider's
     handlers do not match its events.
@@ -31,7 +31,12 @@ async def open_handlers(
             settings.ledger_url,
             pool_size=settings.ledger_pool_size,
             timeout=settings.ledger_timeout,
-            batch_size=min(settings.ledger_batch_size, concurrency or settings.worker_concurrency),
+            # Half the handlers at most: one batch gathers while the one before commits and
+            # its acks go out, so the worker never sits with nothing in flight between them.
+            batch_size=min(
+                settings.ledger_batch_size,
+                max(1, (concurrency or settings.worker_concurrency) // 2),
+            ),
             batch_wait=settings.ledger_batch_wait,
         )
         stack.push_async_callback(ledger.close)
