@@ -253,20 +253,25 @@ async def closed_loop(args: argparse.Namespace) -> dict[str, Any]:
     await pool.warm(args.connections)
     make = _Requests(args.port, args.series, args.first)
     statuses: Counter[int] = Counter()
+    latencies: list[float] = []
     next_index = 0
     counted = 0
     start = loop.time()
     measure_from = start + args.warmup
     stop_at = measure_from + args.seconds if args.seconds else float("inf")
+    clock = time.perf_counter  # as in open_loop: uvloop's own clock ticks in milliseconds
 
     async def client() -> None:
         nonlocal next_index, counted
         while loop.time() < stop_at and (args.count is None or next_index < args.count):
             index = next_index
             next_index += 1
-            statuses[await pool.request(make(index))] += 1
+            data = make(index)
+            sent = clock()
+            statuses[await pool.request(data)] += 1
             if loop.time() >= measure_from:
                 counted += 1
+                latencies.append((clock() - sent) * 1000)
 
     await asyncio.gather(*(client() for _ in range(args.connections)))
     elapsed = loop.time() - measure_from
@@ -278,6 +283,7 @@ async def closed_loop(args: argparse.Namespace) -> dict[str, Any]:
         "seconds": round(elapsed, 3),
         "rate": counted / elapsed if elapsed > 0 else 0.0,
         "statuses": {str(k): v for k, v in sorted(statuses.items())},
+        "latency_ms": latency_summary(latencies),
     }
 
 

@@ -206,6 +206,7 @@ async def _closed_load(b: Bench, port: int, name: str) -> dict[str, Any]:
             wrk_path, port, script, data, seconds=s.seconds, connections=s.connections
         )
         result["generator"] = "wrk -t1"
+        result["p99_ms"] = result["p99_us"] / 1000
         return result
     closed: dict[str, Any] = await b.loadgen(
         name,
@@ -219,7 +220,39 @@ async def _closed_load(b: Bench, port: int, name: str) -> dict[str, Any]:
     )
     closed["ok"] = closed["statuses"].get("200", 0)
     closed["generator"] = "python closed loop (bench.loadgen)"
+    closed["p99_ms"] = closed["latency_ms"]["p99"]
     return closed
+
+
+def _require_answers(result: dict[str, Any], who: str) -> None:
+    """Raise unless `who` answered 99 % of a load run's requests with 2xx."""
+    requests = result.get("requests", result.get("sent", 0))
+    if result["ok"] < 0.99 * requests:
+        raise RuntimeError(f"{who} answered only {result['ok']} of {requests} requests with 2xx")
+
+
+def _load_generator(b: Bench) -> str:
+    """Install wrk if it is missing and can be, once per run; what the closed loads run on."""
+    if "wrk" not in b.results:
+        wrk_path, how = wrk.ensure_installed()
+        b.results["wrk"] = how
+        if wrk_path:
+            b.results["wrk_path"] = wrk_path
+            b.results["wrk_script"] = str(wrk.write_inputs(b.workdir, b.series(), 1)[0])
+    generator = "wrk -t1" if b.results.get("wrk_path") else "python closed loop"
+    return f"{b.scale.connections} connections, {generator}"
+
+
+async def _ingress_rate(b: Bench, name: str) -> dict[str, Any]:
+    """One ingress process's maximum rate under the closed load."""
+    child, port = await b.start_ingress()
+    try:
+        result = await _closed_load(b, port, name)
+    finally:
+        b.stop(child)
+        await b.purge()
+    _require_answers(result, "the ingress")
+    return result
 
 
 def _wrk_events(b: Bench) -> int:
@@ -256,12 +289,7 @@ async def ingress_throughput(b: Bench, figs: dict[str, Figure]) -> None:
     rate.ceiling = publish["rate"]
     b.results["bare_publish"] = publish
 
-    wrk_path, how = wrk.ensure_installed()
-    b.results["wrk"] = how
-    if wrk_path:
-        b.results["wrk_path"] = wrk_path
-        b.results["wrk_script"] = str(wrk.write_inputs(b.workdir, b.series(), 1)[0])
-    note = f"{s.connections} connections, {'wrk -t1' if wrk_path else 'python closed loop'}"
+    note = _load_generator(b)
 
     child, port = await b.start_bare_http()
     try:
@@ -271,18 +299,8 @@ async def ingress_throughput(b: Bench, figs: dict[str, Figure]) -> None:
     rate_http.ceiling = http["rate"]
     b.results["bare_http"] = http
 
-    child, port = await b.start_ingress()
-    try:
-        result = await _closed_load(b, port, "ingress-load")
-    finally:
-        b.stop(child)
-        await b.purge()
+    result = await _ingress_rate(b, "ingress-load")
     b.results["ingress"] = result
-    requests = result.get("requests", result.get("sent", 0))
-    if result["ok"] < 0.99 * requests:
-        raise RuntimeError(
-            f"the ingress answered only {result['ok']} of {requests} requests with 2xx: {result}"
-        )
     rate.value = rate_http.value = result["rate"]
     rate.note = rate_http.note = note
     await _two_processes(b, figs["ingress_rate_2p"], result["rate"], note)
@@ -298,9 +316,7 @@ async def _two_processes(b: Bench, fig: Figure, one: float, note: str) -> None:
         b.stop(child)
         await b.purge()
     b.results["ingress_2p"] = result
-    requests = result.get("requests", result.get("sent", 0))
-    if result["ok"] < 0.99 * requests:
-        raise RuntimeError(f"2 ingress processes answered only {result['ok']} of {requests}")
+    _require_answers(result, "2 ingress processes")
     fig.value = result["rate"]
     fig.note = f"{note}; SO_REUSEPORT, 2 cores shared with the broker and the load generator"
 
@@ -330,9 +346,7 @@ async def archive_throughput(b: Bench, figs: dict[str, Figure]) -> None:
             else:
                 await stream.unbind(accepted, routing_key=key)
             result = await _closed_load(b, port, f"archive-{'on' if bound else 'off'}")
-            requests = result.get("requests", result.get("sent", 0))
-            if result["ok"] < 0.99 * requests:
-                raise RuntimeError(f"the ingress answered only {result['ok']} of {requests}")
+            _require_answers(result, "the ingress")
             rates[bound].append(result["rate"])
             await b.purge()
     finally:
@@ -361,9 +375,7 @@ async def spool_throughput(b: Bench, figs: dict[str, Figure]) -> None:
     finally:
         b.stop(child)
     b.results["spool"] = result
-    requests = result.get("requests", result.get("sent", 0))
-    if result["ok"] < 0.99 * requests:
-        raise RuntimeError(f"the spooling ingress answered only {result['ok']} of {requests}")
+    _require_answers(result, "the spooling ingress")
     fig.value = result["rate"]
     fig.ceiling = b.results.get("ingress", {}).get("rate")
     fig.note = "spool fsync'ed on the bench's work directory"
