@@ -17,7 +17,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import phases, report
+from bench import peers, phases, report
 from bench.context import FULL, QUICK, Bench
 from bench.resources import Databases, vhost
 
@@ -33,9 +33,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--only",
-        default=",".join(phases.PHASES),
+        default=",".join(phases.default_phases()),
         metavar="PHASES",
-        help=f"comma-separated phases to run (default: {','.join(phases.PHASES)})",
+        help=f"comma-separated phases to run (default: all of {','.join(phases.PHASES)}; "
+        "peers, FastAPI + Celery beside the ingress, when the `peers` extra is installed)",
     )
     parser.add_argument(
         "--results",
@@ -60,6 +61,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = [name for name in chosen if name not in phases.PHASES]
     if unknown:
         parser.error(f"unknown phase(s) {', '.join(unknown)}; phases: {', '.join(phases.PHASES)}")
+    if not peers.installed() and (args.only == parser.get_default("only") or "peers" in chosen):
+        # An optional phase: said once, then the run goes on without it.
+        print(f"bench: the peers phase is left out; it {peers.INSTALL}", file=sys.stderr)
+        chosen = [name for name in chosen if name != "peers"]
+        if not chosen:
+            parser.exit(0)
     args.phases = chosen
     return args
 

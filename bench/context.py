@@ -206,6 +206,16 @@ class Bench:
         name = "bare-http-publish" if publish else "bare-http"
         return await self.start_http(name, argv, port), port
 
+    async def start_peer(self, confirms: bool) -> tuple[Child, int]:
+        """The FastAPI + Celery peer (`bench.peer_app`) on a free port, publishing to this run's
+        vhost, with Celery's publisher confirms on or off."""
+        port = free_port()
+        argv = python_argv("bench.peer_app", "--port", str(port), "--amqp-url", self.amqp_url)
+        if confirms:
+            argv.append("--confirms")
+        name = "peer-celery-confirms" if confirms else "peer-celery"
+        return await self.start_http(name, argv, port), port
+
     async def start_worker(self, ledger_url: str) -> Child:
         """One `hookpipe worker` on the Jodo queue; waits until it consumes."""
         child = self.start(

@@ -7,12 +7,18 @@ can do hookpipe's own code leaves on the table.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import ledger_probe, payloads, wrk
+import aiohttp
+import orjson
+from aio_pika import DeliveryMode
+
+from bench import ledger_probe, payloads, peers, wrk
 from bench.context import Bench, Unavailable
 from bench.procs import free_port, hookpipe_argv, python_argv
 from bench.report import Figure
@@ -70,6 +76,30 @@ def catalog() -> dict[str, Figure]:
             "ingress (same run) vs a bare aiohttp 200",
             "/s",
             ceiling_label="bare aiohttp handler",
+        ),
+        Figure(
+            "peer_rate_confirms",
+            "ingress (same run) vs FastAPI + Celery, confirms",
+            "/s",
+            ceiling_label="FastAPI + Celery (confirms)",
+        ),
+        Figure(
+            "peer_rate",
+            "ingress (same run) vs FastAPI + Celery, no confirms",
+            "/s",
+            ceiling_label="FastAPI + Celery (no confirms)",
+        ),
+        Figure(
+            "peer_p99_confirms",
+            "ingress p99 at max rate vs FastAPI + Celery, confirms",
+            "ms",
+            ceiling_label="FastAPI + Celery (confirms)",
+        ),
+        Figure(
+            "peer_p99",
+            "ingress p99 at max rate vs FastAPI + Celery, no confirms",
+            "ms",
+            ceiling_label="FastAPI + Celery (no confirms)",
         ),
         Figure(
             "ingress_p50",
@@ -379,6 +409,74 @@ async def spool_throughput(b: Bench, figs: dict[str, Figure]) -> None:
     fig.value = result["rate"]
     fig.ceiling = b.results.get("ingress", {}).get("rate")
     fig.note = "spool fsync'ed on the bench's work directory"
+
+
+# ---------------------------------------------------------------------------------------------
+# Peers: what a user would build instead, FastAPI + Celery (bench/peer_app.py)
+
+
+async def _check_peer(b: Bench, name: str, port: int, confirms: bool) -> None:
+    """Before its load: the peer answers a forged webhook 401 and a signed one 200, and only the
+    signed one reaches the queue, persistent; with confirms, by the time the 200 arrives."""
+    series = b.series()
+    signed, forged = payloads.body(series, 0), payloads.body(series, 1)
+    url = f"http://127.0.0.1:{port}{payloads.PATH}"
+    async with aiohttp.ClientSession() as session:
+        for raw, signature, expected in (
+            (forged, payloads.sign(forged, "not-" + payloads.SECRET), 401),
+            (signed, payloads.sign(signed), 200),
+        ):
+            headers = {payloads.SIGNATURE_HEADER: signature, "Content-Type": "application/json"}
+            async with session.post(url, data=raw, headers=headers) as answer:
+                if answer.status != expected:
+                    raise RuntimeError(f"{name} answered {answer.status}, not {expected}")
+    queue = await b.channel.get_queue(peers.QUEUE, ensure=False)
+    # Without confirms the 200 may leave before the broker has the message: it gets a moment.
+    deadline = asyncio.get_running_loop().time() + (0 if confirms else 5)
+    while (message := await queue.get(no_ack=True, fail=False)) is None:
+        if asyncio.get_running_loop().time() >= deadline:
+            raise RuntimeError(f"{name}: the signed webhook answered 200 is not in {peers.QUEUE}")
+        await asyncio.sleep(0.1)
+    args = orjson.loads(message.body)[0]  # Celery's message protocol 2: [args, kwargs, embed]
+    if message.correlation_id != payloads.event_id(series, 0) or args != [signed.decode()]:
+        raise RuntimeError(f"{name}: {peers.QUEUE} holds another message: {message.info()}")
+    if message.delivery_mode != DeliveryMode.PERSISTENT:
+        raise RuntimeError(f"{name}: Celery's message is not persistent")
+    if await queue.get(no_ack=True, fail=False) is not None:
+        raise RuntimeError(f"{name}: the forged webhook reached {peers.QUEUE}")
+
+
+async def peers_throughput(b: Bench, figs: dict[str, Figure]) -> None:
+    """FastAPI + Celery under the ingress phase's load, Celery's confirms on and off, beside
+    hookpipe's ingress of the same run (measured here when the ingress phase did not run)."""
+    if not peers.installed():
+        raise Unavailable(peers.INSTALL)
+    note = _load_generator(b)
+    details: dict[str, Any] = {
+        "versions": {name: metadata.version(name) for name in ("fastapi", "uvicorn", "celery")},
+        "queue": f"{peers.QUEUE}: durable, x-queue-type quorum",
+    }
+    ours = b.results.get("ingress")
+    if ours is None:
+        ours = details["ingress"] = await _ingress_rate(b, "peers-ingress-load")
+        note += "; hookpipe's ingress measured in this phase"
+    b.results["peers"] = details
+    for confirms, rate, p99 in (
+        (True, figs["peer_rate_confirms"], figs["peer_p99_confirms"]),
+        (False, figs["peer_rate"], figs["peer_p99"]),
+    ):
+        child, port = await b.start_peer(confirms)
+        try:
+            await _check_peer(b, child.name, port, confirms)
+            result = await _closed_load(b, port, f"{child.name}-load")
+        finally:
+            b.stop(child)
+            await b.purge(peers.QUEUE)
+        details["confirms" if confirms else "no_confirms"] = result
+        _require_answers(result, child.name)
+        rate.value, rate.ceiling = ours["rate"], result["rate"]
+        p99.value, p99.ceiling = ours["p99_ms"], result["p99_ms"]
+        rate.note = p99.note = f"{note}; 1 uvicorn process, Celery's pool of 10 connections"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -692,6 +790,10 @@ Phase = Callable[[Bench, dict[str, Figure]], Awaitable[None]]
 
 PHASES: dict[str, tuple[Phase, tuple[str, ...]]] = {
     "ingress": (ingress_throughput, ("ingress_rate", "ingress_rate_http", "ingress_rate_2p")),
+    "peers": (
+        peers_throughput,
+        ("peer_rate_confirms", "peer_rate", "peer_p99_confirms", "peer_p99"),
+    ),
     "latency": (ingress_latency, ("ingress_p50", "ingress_p99", "ingress_p99_publish")),
     "archive": (archive_throughput, ("archive_rate",)),
     "spool": (spool_throughput, ("spool_rate",)),
@@ -709,6 +811,11 @@ PHASES: dict[str, tuple[Phase, tuple[str, ...]]] = {
         ),
     ),
 }
+
+
+def default_phases() -> list[str]:
+    """Every phase, less `peers` when its optional dependencies are not installed."""
+    return [name for name in PHASES if name != "peers" or peers.installed()]
 
 
 async def run_phase(name: str, b: Bench, figs: dict[str, Figure]) -> None:
