@@ -271,7 +271,8 @@ async def test_a_30_second_outage_at_100_webhooks_a_second_answers_no_503_and_ap
             async def all_applied() -> bool:
                 return len(await ledger.list(provider="jodo", limit=10_000)) >= len(orders)
 
-            await wait_until(all_applied, within=90, interval=0.5, what="every webhook applied")
+            # 4,000 webhooks through one in-process worker: a busy machine takes minutes.
+            await wait_until(all_applied, within=240, interval=0.5, what="every webhook applied")
             payments = await ledger.list(provider="jodo", limit=10_000)
         finally:
             await ledger.close()
