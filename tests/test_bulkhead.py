@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import aio_pika
+import pytest
 
 from hookpipe.settings import Settings
 from hookpipe.workers.handlers import open_handlers
@@ -22,6 +23,9 @@ from tests.ingress_support import SEEDS, Ingress, StartIngress, dreamclass_body,
 from tests.worker_support import wait_until
 
 pytest_plugins = ("tests.ingress_fixtures",)
+
+# A p99 against one measured before: alone, not beside the suite's other tests.
+pytestmark = pytest.mark.timing
 
 Channel = aio_pika.abc.AbstractChannel
 JODO_QUEUE = SEEDS["jodo"][1]
