@@ -64,7 +64,10 @@ async def test_a_worker_whose_node_dies_consumes_again_through_another(
         await used.cut()  # and never restored: that node is gone
         died = time.monotonic()
         await publish_event(broker, Q, event_id="after")
-        await wait_until(lambda: done == ["before", "after"], what="the event after the loss")
+        # "before" may come again: its ack can be under way when the node goes (at least
+        # once; the ledger's record of processed events makes the second run change nothing).
+        await wait_until(lambda: "after" in done, what="the event after the loss")
+        assert set(done) == {"before", "after"}
         [other] = [proxy for proxy in two_nodes if proxy is not used]
         assert other.connections == 1  # the worker's connection, through the other node
         assert used.connections == 0
