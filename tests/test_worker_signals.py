@@ -8,7 +8,7 @@ import json
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -166,6 +166,38 @@ async def test_sigkill_mid_stream_then_another_worker_applies_every_event_exactl
     events = jodo_events(600, cancel_every=5)
     # The provider's retries: some events arrive twice.
     await publish_all(broker, [*events, *events[::10]])
+    await _kill_at_then_restart(broker, settings, spawn, events, kill_at=50, within=60)
+
+
+async def test_sigkill_mid_batch_then_a_restart_applies_every_event_exactly_once(
+    broker: Channel,
+    make_settings: Callable[..., Settings],
+    spawn: Callable[..., WorkerProcess],
+    ledger_url: str,
+) -> None:
+    # Full batches under load: the kill lands with batches being applied, committed, acked.
+    settings = make_settings(
+        ledger_url=ledger_url,
+        worker_concurrency=32,
+        ledger_batch_size=16,
+        ledger_batch_wait=0.002,
+    )
+    events = jodo_events(2000, cancel_every=7)
+    await publish_all(broker, events)
+    await _kill_at_then_restart(broker, settings, spawn, events, kill_at=200, within=90)
+
+
+async def _kill_at_then_restart(
+    broker: Channel,
+    settings: Settings,
+    spawn: Callable[..., WorkerProcess],
+    events: Sequence[Event],
+    *,
+    kill_at: int,
+    within: float,
+) -> None:
+    """A worker SIGKILLed once `kill_at` payments are in, another started: every event applied
+    exactly once (a payment per event, its one event, its status), nothing dead-lettered."""
     first = spawn(settings)
     await first.start()
     await wait_until(
@@ -173,7 +205,9 @@ async def test_sigkill_mid_stream_then_another_worker_applies_every_event_exactl
     )
     ledger = await Ledger.open(settings.ledger_url)
     try:
-        await wait_until(lambda: _count_at_least(ledger, 50), interval=0.01, what="50 payments")
+        await wait_until(
+            lambda: _count_at_least(ledger, kill_at), interval=0.01, what=f"{kill_at} payments"
+        )
         first.signal(signal.SIGKILL)
         assert await first.exit_code(within=5) == -signal.SIGKILL
         assert len(await applied_events(ledger)) < len(events), "nothing was left to take over"
@@ -181,7 +215,7 @@ async def test_sigkill_mid_stream_then_another_worker_applies_every_event_exactl
         second = spawn(settings)
         await second.start()
         await wait_until(
-            lambda: _count_at_least(ledger, len(events)), within=60, what="every event applied"
+            lambda: _count_at_least(ledger, len(events)), within=within, what="every event applied"
         )
         await wait_until(lambda: _queues_empty(broker), what="both queues empty")
         second.signal(signal.SIGTERM)
@@ -204,50 +238,3 @@ async def _count_at_least(ledger: Ledger, count: int) -> bool:
 
 async def _queues_empty(channel: Channel) -> bool:
     return (await queue_depth(channel, DEBITED), await queue_depth(channel, CANCELLED)) == (0, 0)
-
-
-async def test_sigkill_mid_batch_then_a_restart_applies_every_event_exactly_once(
-    broker: Channel,
-    make_settings: Callable[..., Settings],
-    spawn: Callable[..., WorkerProcess],
-    ledger_url: str,
-) -> None:
-    # Full batches under load: the kill lands with batches being applied, committed, acked.
-    settings = make_settings(
-        ledger_url=ledger_url,
-        worker_concurrency=32,
-        ledger_batch_size=16,
-        ledger_batch_wait=0.002,
-    )
-    events = jodo_events(2000, cancel_every=7)
-    await publish_all(broker, events)
-    first = spawn(settings)
-    await first.start()
-    await wait_until(
-        lambda: bool(first.logged("worker started")), within=30, what="the worker's start"
-    )
-    ledger = await Ledger.open(settings.ledger_url)
-    try:
-        await wait_until(lambda: _count_at_least(ledger, 200), interval=0.01, what="200 payments")
-        first.signal(signal.SIGKILL)
-        assert await first.exit_code(within=5) == -signal.SIGKILL
-        assert len(await applied_events(ledger)) < len(events), "nothing was left to take over"
-
-        second = spawn(settings)  # the same worker, restarted
-        await second.start()
-        await wait_until(
-            lambda: _count_at_least(ledger, len(events)), within=90, what="every event applied"
-        )
-        await wait_until(lambda: _queues_empty(broker), what="both queues empty")
-        second.signal(signal.SIGTERM)
-        assert await second.exit_code(within=settings.shutdown_grace + 5) == 0
-        payments = {p.payment_id: p for p in await ledger.list(provider="jodo")}
-    finally:
-        await ledger.close()
-    assert len(payments) == len(events)
-    for event in events:
-        payment = payments[event.payment_id]
-        assert payment.events == (event.event_id,), event.payment_id
-        assert payment.status == ("reversed" if event.queue == CANCELLED else "paid")
-    for queue in (DEBITED, CANCELLED):
-        assert await queue_depth(broker, topology.dlq_name(queue)) == 0
