@@ -11,7 +11,7 @@ import asyncio
 import random
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
 import aio_pika
@@ -77,6 +77,17 @@ async def connect(
         _log_losses(connection, on_state)
         return connection
     raise none_answered(refused)
+
+
+# What a confirmed publish (`exchange.publish(..., timeout=...)` on a channel with confirms)
+# raises when the broker did not confirm it: a nack or return, a closed channel or connection,
+# no answer in time.
+UNCONFIRMED: Final = (
+    aiormq.exceptions.AMQPError,
+    aiormq.exceptions.ChannelInvalidStateError,
+    TimeoutError,
+    ConnectionError,
+)
 
 
 def none_answered(refused: list[BrokerConnectError]) -> BrokerConnectError:

@@ -7,9 +7,9 @@ import asyncio
 import contextlib
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import timedelta
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import orjson
 
@@ -72,3 +72,40 @@ def print_json(value: dict[str, Any]) -> None:
     """One JSON object as a line of stdout, flushed (a reader may be waiting for it)."""
     sys.stdout.write(orjson.dumps(value).decode() + "\n")
     sys.stdout.flush()
+
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class Replayed(Protocol):
+    """What a replay's report says in the end, whichever replay it was."""
+
+    @property
+    def failed(self) -> int: ...
+    @property
+    def interrupted(self) -> bool: ...
+
+
+def finish_replay(
+    report: Replayed,
+    *,
+    command: str,
+    as_json: bool,
+    summary: Callable[[], dict[str, Any]],
+    line: Callable[[], str],
+    errors: Iterable[str],
+) -> int:
+    """Print a replay's summary (a JSON object, or a line and its errors on stderr); its exit
+    code: failed, interrupted or fine."""
+    if as_json:
+        print_json({"summary": summary()})
+    else:
+        print(line())
+        for error in errors:
+            print(f"hookpipe {command}: {error}", file=sys.stderr)
+    if report.failed:
+        return EXIT_FAILED
+    return EXIT_INTERRUPTED if report.interrupted else EXIT_OK

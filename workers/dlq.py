@@ -21,16 +21,22 @@ from hookpipe import cli_args
 from hookpipe import constants as c
 from hookpipe.providers import handled_queues
 from hookpipe.settings import Settings
-from hookpipe.workers.cli_support import Progress, human_age, interruptible, print_json
+from hookpipe.workers.cli_support import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    Progress,
+    finish_replay,
+    human_age,
+    interruptible,
+    print_json,
+)
 
 if TYPE_CHECKING:
     from hookpipe.workers.dlq_letter import DeadLetter
     from hookpipe.workers.dlq_ops import DlqSummary, ReplayReport, ReplayStep
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
 
 # `dlq exporter` (hookpipe.workers.dlq_exporter, which imports prometheus_client: not before a
 # worker has chosen its metrics mode, so not from here). Seconds between scans: an alert on a
@@ -367,15 +373,14 @@ async def _replay(
     finally:
         if progress is not None:
             progress.close()
-    if args.json:
-        print_json({"summary": _report_json(report)})
-    else:
-        print(_report_line(report))
-        for error in report.errors:
-            print(f"hookpipe dlq: {error}", file=sys.stderr)
-    if report.failed:
-        return EXIT_FAILED
-    return EXIT_INTERRUPTED if report.interrupted else EXIT_OK
+    return finish_replay(
+        report,
+        command="dlq",
+        as_json=args.json,
+        summary=lambda: _report_json(report),
+        line=lambda: _report_line(report),
+        errors=report.errors,
+    )
 
 
 def _step_json(step: ReplayStep) -> dict[str, Any]:

@@ -29,6 +29,7 @@ import aiormq
 from aio_pika.abc import AbstractIncomingMessage
 
 from hookpipe import constants as c
+from hookpipe.broker import UNCONFIRMED
 from hookpipe.providers import handled_queues
 from hookpipe.settings import Settings
 from hookpipe.workers.dlq_letter import (
@@ -227,12 +228,7 @@ async def replay(
                     mandatory=True,
                     timeout=settings.publish_timeout,
                 )
-            except (
-                aiormq.exceptions.AMQPError,
-                aiormq.exceptions.ChannelInvalidStateError,
-                TimeoutError,
-                ConnectionError,
-            ) as exc:
+            except UNCONFIRMED as exc:
                 # Not confirmed: it stays in the DLQ. It may still have reached the queue (a
                 # late confirm), which the ledger's exactly-once makes harmless.
                 session.keep(message)

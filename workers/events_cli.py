@@ -25,16 +25,22 @@ import orjson
 
 from hookpipe import cli_args, providers
 from hookpipe.settings import Settings
-from hookpipe.workers.cli_support import Progress, human_age, interruptible, print_json
+from hookpipe.workers.cli_support import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    Progress,
+    finish_replay,
+    human_age,
+    interruptible,
+    print_json,
+)
 
 if TYPE_CHECKING:
     from hookpipe.workers.archive import ArchivedEvent, ReadStats, Selection
     from hookpipe.workers.ledger import AppliedEvent, Ledger
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
 # `events list` without --since: the last hour (a list never reads the whole archive unasked).
 DEFAULT_LIST_SINCE = "1h"
 # How long `replay` waits, after its last publish, for the workers to apply what it replayed.
@@ -527,15 +533,14 @@ async def _replay(
     finally:
         if progress is not None:
             progress.close()
-    if args.json:
-        print_json({"summary": _replay_json(report)})
-    else:
-        print(_replay_line(report))
-        for error in report.errors or []:
-            print(f"hookpipe events: {error}", file=sys.stderr)
-    if report.failed:
-        return EXIT_FAILED
-    return EXIT_INTERRUPTED if report.interrupted else EXIT_OK
+    return finish_replay(
+        report,
+        command="events",
+        as_json=args.json,
+        summary=lambda: _replay_json(report),
+        line=lambda: _replay_line(report),
+        errors=report.errors or [],
+    )
 
 
 async def replay(
@@ -559,6 +564,7 @@ async def replay(
     import aiormq
 
     from hookpipe import constants as c
+    from hookpipe.broker import UNCONFIRMED
     from hookpipe.workers.archive import ReadStats
     from hookpipe.workers.dlq_session import connect
     from hookpipe.workers.messages import now_ms
@@ -608,12 +614,7 @@ async def replay(
                             mandatory=True,
                             timeout=settings.publish_timeout,
                         )
-                    except (
-                        aiormq.exceptions.AMQPError,
-                        aiormq.exceptions.ChannelInvalidStateError,
-                        TimeoutError,
-                        ConnectionError,
-                    ) as exc:
+                    except UNCONFIRMED as exc:
                         report.failed += 1
                         assert report.errors is not None
                         report.errors.append(
