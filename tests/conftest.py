@@ -7,6 +7,7 @@ The tests never touch the `/` vhost or the `test` database, so they pass beside 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -96,16 +97,22 @@ def rabbitmqctl(*args: str) -> None:
     subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=240)
 
 
+@contextlib.contextmanager
+def guest_vhost(name: str) -> Iterator[str]:
+    """A new vhost `name` of the local broker for guest, deleted on leaving; yields its URL."""
+    rabbitmqctl("add_vhost", name)
+    try:
+        rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+        yield f"amqp://guest:guest@127.0.0.1:5672/{quote(name, safe='')}"
+    finally:
+        rabbitmqctl("delete_vhost", name)
+
+
 @pytest.fixture(scope="session")
 def amqp_url() -> Iterator[str]:
     """The URL of a RabbitMQ vhost that exists for this test run only."""
-    vhost = f"hookpipe-test-{RUN_ID}"
-    rabbitmqctl("add_vhost", vhost)
-    rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-    try:
-        yield f"amqp://guest:guest@127.0.0.1:5672/{quote(vhost, safe='')}"
-    finally:
-        rabbitmqctl("delete_vhost", vhost)
+    with guest_vhost(f"hookpipe-test-{RUN_ID}") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

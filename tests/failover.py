@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import functools
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,13 +40,15 @@ from tests.conftest import PROVIDER_SECTIONS
 from tests.faults import (
     Applied,
     Sent,
-    _check_alive,
-    _start,
-    _stop,
-    _wait_worker_started,
+    check_alive,
+    declare_topology,
     ledger_contents,
+    p50_p99_max,
     send_load,
+    start_process,
+    stop_processes,
     wait_drained,
+    wait_worker_started,
 )
 from tests.worker_support import free_port, subprocess_env, wait_until
 
@@ -128,14 +129,7 @@ async def run_once(options: Options, mode: str, nodes: list[Node], folder: Path)
     )
     spool = str(folder / "spool") if mode == "spool" else "off"
     env = subprocess_env(settings, HOOKPIPE_SPOOL_DIR=spool)
-    declare_env = {**env, "HOOKPIPE_AMQP_URL": first.url_for(vhost)}
-    await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "hookpipe.cli", "topology", "declare"],
-        env=declare_env,
-        check=True,
-        capture_output=True,
-    )
+    await declare_topology({**env, "HOOKPIPE_AMQP_URL": first.url_for(vhost)})
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     ingress = ["ingress", "--host", "127.0.0.1", "--port", str(port)]
@@ -149,14 +143,14 @@ async def run_once(options: Options, mode: str, nodes: list[Node], folder: Path)
         for name, args in (("ingress", ingress), ("worker", ["worker"])):
             while True:
                 starts[name] += 1
-                processes[name] = _start(folder, name, args, env)
+                processes[name] = start_process(folder, name, args, env)
                 if name == "ingress":
                     await wait_ingress_ready(url)
                 else:
-                    await _wait_worker_started(folder, processes)
+                    await wait_worker_started(folder, processes)
                 if await _node_of(nodes, vhost, f"{name}@") == victim or starts[name] == 30:
                     break
-                await asyncio.to_thread(_stop, [processes.pop(name)])
+                await asyncio.to_thread(stop_processes, [processes.pop(name)])
                 # The next start's connection must be the one seen, not this one's going away.
                 await wait_until(
                     functools.partial(_none_named, nodes, vhost, f"{name}@"),
@@ -191,14 +185,14 @@ async def run_once(options: Options, mode: str, nodes: list[Node], folder: Path)
             expected,
             handled_queues(),
             options.drain_timeout,
-            lambda: _check_alive(folder, processes),
+            lambda: check_alive(folder, processes),
         )
         spooled = await _scrape_counter(port, "hookpipe_ingress_spooled_total")
         applied, payments = await ledger_contents(ledger_url)
     finally:
         if connection is not None:
             await connection.close()
-        await asyncio.to_thread(_stop, list(processes.values()))
+        await asyncio.to_thread(stop_processes, list(processes.values()))
     return report(mode, options, sent, applied, payments, killed_at, load_ended, drained, spooled)
 
 
@@ -213,23 +207,16 @@ def report(
     drained: float | None,
     spooled: float,
 ) -> list[str]:
-    events = applied
     accepted = {(s.provider, s.ledger_id) for s in sent if s.status == 200}
-    done = {(a.provider, a.event_id) for a in events}
+    done = {(a.provider, a.event_id) for a in applied}
     twice = sum(len(ids) - 1 for ids in payments if len(ids) > 1)
     statuses = Counter(s.status for s in sent)
     refused = sorted(s.at for s in sent if s.status == 503)
     span = f"{refused[-1] - refused[0]:.2f} s" if refused else "0 s"
-    after_kill = sorted(a.applied_at for a in events if a.applied_at >= killed_at)
+    after_kill = sorted(a.applied_at for a in applied if a.applied_at >= killed_at)
     gaps = [b - a for a, b in zip([killed_at, *after_kill], after_kill, strict=False)]
     before = [s.seconds for s in sent if s.at < killed_at and s.status == 200]
     around = [s.seconds for s in sent if killed_at <= s.at < killed_at + 10 and s.status == 200]
-
-    def ms(values: Sequence[float]) -> str:
-        if len(values) < 2:
-            return "-"
-        p99 = statistics.quantiles(values, n=100, method="inclusive")[98]
-        return f"{statistics.median(values) * 1000:.0f}/{p99 * 1000:.0f}/{max(values) * 1000:.0f}"
 
     return [
         f"{mode}: {options.rate:g} webhooks/s, kill -9 of the ingress's node "
@@ -241,7 +228,8 @@ def report(
         f"  applied {len(done & accepted)} of {len(accepted)} answered 200; lost "
         f"{len(accepted - done)}; applied twice {twice}",
         f"  the ledger's longest pause after the kill: {max(gaps, default=0.0):.2f} s",
-        f"  POST->answer ms p50/p99/max: before {ms(before)}, 10 s from the kill {ms(around)}",
+        f"  POST->answer ms p50/p99/max: before {p50_p99_max(before)}, "
+        f"10 s from the kill {p50_p99_max(around)}",
         "  everything applied and the queues empty "
         + (f"{drained - load_ended:.1f} s after the load" if drained else "NOT in time"),
     ]

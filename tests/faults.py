@@ -37,7 +37,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import quote
 
 import aio_pika
 import aiohttp
@@ -51,7 +50,7 @@ from hookpipe import topology
 from hookpipe.providers import handled_queues
 from hookpipe.settings import Settings
 from tests.attack import wait_ready as wait_ingress_ready
-from tests.conftest import PROVIDER_SECTIONS, new_pg_database, queue_depth, rabbitmqctl
+from tests.conftest import PROVIDER_SECTIONS, guest_vhost, new_pg_database, queue_depth
 from tests.dreamclass_fake import FakeDreamClass, Kind
 from tests.ingress_support import dreamclass_body, fresh_jodo
 from tests.tcp_proxy import TcpProxy
@@ -391,7 +390,7 @@ def log_summary(path: Path, begun: float) -> dict[str, Any]:
 # The figures
 
 
-def _ms(values: Sequence[float]) -> str:
+def p50_p99_max(values: Sequence[float]) -> str:
     if not values:
         return "-"
     if len(values) == 1:
@@ -448,28 +447,16 @@ def figures(
         posts.setdefault(_phase(s.at, begun, ended), []).append(s.seconds)
     lines.append("latency, ms p50/p99/max      " + "".join(f"{p:>22}" for p in PHASES))
     for provider in sorted(providers):
-        row = "".join(f"{_ms(latency.get((provider, p), [])):>22}" for p in PHASES)
+        row = "".join(f"{p50_p99_max(latency.get((provider, p), [])):>22}" for p in PHASES)
         lines.append(f"  {provider + ' receipt->ledger':<27}{row}")
     lines.append(
-        f"  {'POST->answer':<27}" + "".join(f"{_ms(posts.get(p, [])):>22}" for p in PHASES)
+        f"  {'POST->answer':<27}" + "".join(f"{p50_p99_max(posts.get(p, [])):>22}" for p in PHASES)
     )
     return lines
 
 
 # ---------------------------------------------------------------------------------------------
 # The run
-
-
-@contextlib.contextmanager
-def vhost() -> Iterator[str]:
-    """A RabbitMQ vhost of the run's own, deleted on leaving; yields its AMQP URL."""
-    name = f"hookpipe-faults-{uuid.uuid4().hex[:8]}"
-    rabbitmqctl("add_vhost", name)
-    rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
-    try:
-        yield f"amqp://guest:guest@127.0.0.1:5672/{quote(name, safe='')}"
-    finally:
-        rabbitmqctl("delete_vhost", name)
 
 
 @contextlib.contextmanager
@@ -488,7 +475,18 @@ def small_filesystem(folder: Path, megabytes: int) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mount)], check=False, capture_output=True)
 
 
-def _start(
+async def declare_topology(env: dict[str, str]) -> None:
+    """`hookpipe topology declare` with this environment, as an operator runs it."""
+    await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "hookpipe.cli", "topology", "declare"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+
+
+def start_process(
     folder: Path, name: str, args: list[str], env: dict[str, str]
 ) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
@@ -498,7 +496,7 @@ def _start(
     )
 
 
-def _check_alive(folder: Path, processes: dict[str, subprocess.Popen[bytes]]) -> None:
+def check_alive(folder: Path, processes: dict[str, subprocess.Popen[bytes]]) -> None:
     """Stop the run, saying why, when the ingress or the worker has exited."""
     for name, process in processes.items():
         if process.poll() is not None:
@@ -506,17 +504,17 @@ def _check_alive(folder: Path, processes: dict[str, subprocess.Popen[bytes]]) ->
             raise SystemExit(f"the {name} exited ({process.returncode}): {' '.join(last)}")
 
 
-async def _wait_worker_started(folder: Path, processes: dict[str, subprocess.Popen[bytes]]) -> None:
+async def wait_worker_started(folder: Path, processes: dict[str, subprocess.Popen[bytes]]) -> None:
     """Until the worker logs that it consumes (a busy broker can take it seconds to answer)."""
     for _ in range(1200):
-        _check_alive(folder, processes)
+        check_alive(folder, processes)
         if b'"worker started"' in (folder / "worker.log").read_bytes():
             return
         await asyncio.sleep(0.1)
     raise SystemExit("the worker did not start within 120 s")
 
 
-def _stop(processes: Sequence[subprocess.Popen[bytes]]) -> None:
+def stop_processes(processes: Sequence[subprocess.Popen[bytes]]) -> None:
     for process in processes:
         process.send_signal(signal.SIGTERM)
     for process in processes:
@@ -553,13 +551,7 @@ async def run(
     # The ingress's outage spool in a folder of the run's own: in the default var/spool another
     # ingress on this machine would publish its webhooks into its own broker, or the other way.
     env = subprocess_env(settings, HOOKPIPE_SPOOL_DIR=str(folder / "spool"))
-    await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "hookpipe.cli", "topology", "declare"],
-        env=env,
-        check=True,
-        capture_output=True,
-    )
+    await declare_topology(env)
     fault: Fault
     if options.fault == "dreamclass-hang":
         fault = DreamClassHang(fake)
@@ -569,10 +561,10 @@ async def run(
         assert fault_folder is not None
         fault = DiskFull(fault_folder)
     processes = {
-        "ingress": _start(
+        "ingress": start_process(
             folder, "ingress", ["ingress", "--host", "127.0.0.1", "--port", str(port)], env
         ),
-        "worker": _start(folder, "worker", ["worker"], env),
+        "worker": start_process(folder, "worker", ["worker"], env),
     }
     url = f"http://127.0.0.1:{port}"
     sent: list[Sent] = []
@@ -583,7 +575,7 @@ async def run(
             amqp_url, client_properties={"connection_name": "faults@hookpipe"}
         )
         await wait_ingress_ready(url)
-        await _wait_worker_started(folder, processes)
+        await wait_worker_started(folder, processes)
         stop = asyncio.Event()
         load = asyncio.create_task(
             send_load(url, fake, options.rate, options.dreamclass_share, stop, sent)
@@ -611,7 +603,7 @@ async def run(
             expected,
             [*handled_queues(), *retry_queues],
             options.drain_timeout,
-            functools.partial(_check_alive, folder, processes),
+            functools.partial(check_alive, folder, processes),
         )
         metrics = await scrape(metrics_port)
         applied, payments = await ledger_contents(ledger_url)
@@ -625,7 +617,7 @@ async def run(
         if connection is not None:
             await connection.close()
         # In a thread: a worker that stops closes its ledger through the proxy, in this loop.
-        await asyncio.to_thread(_stop, list(processes.values()))
+        await asyncio.to_thread(stop_processes, list(processes.values()))
         if proxy is not None:
             await proxy.close()
         fake.stop_waiting()
@@ -723,7 +715,7 @@ def main() -> None:
     options = parse(sys.argv[1:])
     folder = Path(tempfile.mkdtemp(prefix=f"hookpipe-faults-{options.fault}-"))
     with contextlib.ExitStack() as stack:
-        amqp_url = stack.enter_context(vhost())
+        amqp_url = stack.enter_context(guest_vhost(f"hookpipe-faults-{uuid.uuid4().hex[:8]}"))
         fault_folder = None
         if options.fault == "db-blackhole":
             ledger_url = stack.enter_context(new_pg_database())

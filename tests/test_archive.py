@@ -28,7 +28,7 @@ from hookpipe.workers.handlers import open_handlers
 from hookpipe.workers.ledger import Ledger
 from hookpipe.workers.runtime import Worker
 from tests import signers
-from tests.conftest import JODO_SECRET, get_message, queue_depth, rabbitmqctl
+from tests.conftest import JODO_SECRET, get_message, guest_vhost, queue_depth
 from tests.ingress_support import Ingress, fresh_jodo
 from tests.worker_support import run_cli, wait_until
 
@@ -130,10 +130,7 @@ def test_retention_settings_become_the_stream_arguments(test_settings: Settings)
         archive_segment_bytes=1_000_000,
     )
     vhost = f"hookpipe-test-retention-{uuid.uuid4().hex[:8]}"
-    rabbitmqctl("add_vhost", vhost)
-    try:
-        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-        url = f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+    with guest_vhost(vhost) as url:
         asyncio.run(topology.declare_with(dataclasses.replace(settings, amqp_url=url)))
         command = ["rabbitmqctl", "-q", "list_queues", "-p", vhost, "name", "arguments"]
         listed = subprocess.run(
@@ -150,8 +147,6 @@ def test_retention_settings_become_the_stream_arguments(test_settings: Settings)
             "x-max-length-bytes": 5_000_000,
             "x-stream-max-segment-size-bytes": 1_000_000,
         }
-    finally:
-        rabbitmqctl("delete_vhost", vhost)
 
 
 # --- windows ---------------------------------------------------------------------------------
