@@ -44,7 +44,7 @@ from hookpipe.settings import Settings
 from hookpipe.workers.dlq_letter import aware
 from hookpipe.workers.dlq_session import connect
 from hookpipe.workers.errors import WorkerError
-from hookpipe.workers.messages import MalformedMessage, identity_of, int_header, text_header
+from hookpipe.workers.messages import identity_if_any, int_header, text_header
 
 # How far the ingress's clock may be ahead of the broker's, as far as a window read cares.
 CLOCK_SKEW: Final = timedelta(seconds=1)
@@ -118,12 +118,7 @@ def read_event(message: AbstractIncomingMessage) -> ArchivedEvent:
     """An archive message as an ArchivedEvent; never raises on odd headers."""
     headers = dict(message.headers or {})
     offset = headers.pop(OFFSET_HEADER, None)
-    provider: str | None
-    event_id: str | None
-    try:
-        provider, event_id = identity_of(message.message_id, headers)
-    except MalformedMessage:
-        provider = event_id = None
+    provider, event_id = identity_if_any(message.message_id, headers)
     return ArchivedEvent(
         offset=offset if isinstance(offset, int) else -1,
         message_id=message.message_id,

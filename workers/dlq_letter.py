@@ -17,7 +17,7 @@ import orjson
 from hookpipe import constants as c
 from hookpipe import personal, topology
 from hookpipe.providers import handled_queues
-from hookpipe.workers.messages import MalformedMessage, identity_of, int_header, text_header
+from hookpipe.workers.messages import identity_if_any, int_header, text_header
 from hookpipe.workers.outcome import MAX_ERROR_CHARS
 
 if TYPE_CHECKING:
@@ -110,12 +110,7 @@ def read_dead_letter(message: AbstractIncomingMessage, queue: str) -> DeadLetter
     """A DLQ message of handled queue `queue` (or a message of hookpipe.unrouted, `queue` being
     that) as a DeadLetter; never raises on odd headers."""
     headers: dict[str, Any] = dict(message.headers or {})
-    provider: str | None
-    event_id: str | None
-    try:
-        provider, event_id = identity_of(message.message_id, headers)
-    except MalformedMessage:
-        provider = event_id = None
+    provider, event_id = identity_if_any(message.message_id, headers)
     if queue == c.UNROUTED_QUEUE:
         return _unrouted(message, headers, provider, event_id)
     death = _broker_death(headers)

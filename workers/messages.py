@@ -67,6 +67,17 @@ def identity_of(message_id: str | None, headers: Mapping[str, Any]) -> tuple[str
     raise MalformedMessage("the message has no message_id and no identity headers")
 
 
+def identity_if_any(
+    message_id: str | None, headers: Mapping[str, Any]
+) -> tuple[str, str] | tuple[None, None]:
+    """identity_of, or (None, None) for a message that has none (what an operator's listing
+    shows of it, instead of refusing it)."""
+    try:
+        return identity_of(message_id, headers)
+    except MalformedMessage:
+        return None, None
+
+
 def copy_for_republish(
     message: AbstractIncomingMessage,
     headers: dict[str, Any],
