@@ -140,7 +140,8 @@ class Settings:
     ledger_pool_size: int = setting(
         10,
         values.positive_int,
-        help="PostgreSQL connections per worker process; a write holds one for two round trips",
+        help="PostgreSQL connections per worker process; a batch of writes holds one for four "
+        "round trips (BEGIN, one read, one write, COMMIT)",
     )
     # 16: a batch's commit is shared by that many events, while a worker at its default
     # concurrency (32) still fills two batches at once, one committing while the next gathers

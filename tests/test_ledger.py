@@ -386,9 +386,15 @@ async def test_postgresql_recovers_after_losing_its_connection(pg_url: str) -> N
         assert payment is not None and payment.amount == Decimal("2")
 
 
-async def test_two_ledgers_on_one_database_lose_no_update(ledger_url: str) -> None:
-    # Two worker processes, each with its own connection(s), writing the same payments.
-    first, second = await Ledger.open(ledger_url), await Ledger.open(ledger_url)
+@pytest.mark.parametrize("batch_size", [1, 8], ids=["alone", "batched"])
+async def test_two_ledgers_on_one_database_lose_no_update(ledger_url: str, batch_size: int) -> None:
+    # Two worker processes, each with its own connection(s), writing the same payments: batched,
+    # each batch locks payments that the other's batches lock too, and creates payments that the
+    # other may be creating at the same moment.
+    first, second = (
+        await Ledger.open(ledger_url, batch_size=batch_size),
+        await Ledger.open(ledger_url, batch_size=batch_size),
+    )
     try:
         results = await asyncio.gather(
             *(

@@ -16,7 +16,7 @@ import pytest
 
 from hookpipe.workers.errors import PermanentError, TransientError
 from hookpipe.workers.ledger import Ledger, Payment, PaymentState
-from tests.test_ledger import add, event, set_to
+from tests.test_ledger import add, apply_elsewhere, event, set_to
 
 BATCH = 8
 
@@ -191,7 +191,7 @@ async def test_a_connection_lost_mid_batch_fails_every_event_then_each_applies_o
                 terminate_the_ledger_connections(pg_url)
             return add("1")(current)
 
-        # pay_4's decide runs mid-batch: the events before it are written, not yet committed.
+        # pay_4's decide runs mid-batch: the payments are read and locked, not yet written.
         deciders = [cutting if n == 4 else add("1") for n in range(BATCH)]
         results = await asyncio.gather(
             *(ledger.apply(event(f"e{n}", f"pay_{n}"), deciders[n]) for n in range(BATCH)),
@@ -228,3 +228,95 @@ async def test_closing_applies_the_events_waiting_for_their_batch(ledger_url: st
     async with await Ledger.open(ledger_url) as reopened:
         payment = await reopened.get("jodo", "pay_1")
     assert payment is not None and payment.amount == Decimal(3)
+
+
+async def test_a_batch_takes_one_read_and_one_write_on_postgresql(pg_ledger_url: str) -> None:
+    async with await Ledger.open(pg_ledger_url, batch_size=BATCH, batch_wait=0.5) as ledger:
+        await ledger.apply(event("e0", "pay_0"), add("1"))  # one payment exists, the rest are new
+        statements: list[str] = []
+        driver = ledger._driver
+        real: Callable[[], AbstractAsyncContextManager[Any]] = driver.transaction
+
+        @asynccontextmanager
+        async def counted() -> AsyncIterator[Any]:
+            async with real() as db:
+                yield _Counted(db, statements)
+
+        driver.transaction = counted  # type: ignore[method-assign]
+        results = await asyncio.gather(
+            *(ledger.apply(event(f"e{n}", f"pay_{n % 4}"), add("1")) for n in range(1, BATCH + 1))
+        )
+        payments = await ledger.list()
+
+    assert results == [True] * BATCH
+    assert len(statements) == 2  # the locked read and the write, for 8 events of 4 payments
+    assert sorted((p.payment_id, p.amount, len(p.events)) for p in payments) == [
+        ("pay_0", Decimal(3), 3),
+        ("pay_1", Decimal(2), 2),
+        ("pay_2", Decimal(2), 2),
+        ("pay_3", Decimal(2), 2),
+    ]
+
+
+class _Counted:
+    """A ledger connection that writes down each statement it runs in `seen`."""
+
+    def __init__(self, db: Any, seen: list[str]) -> None:
+        self._db = db
+        self._seen = seen
+
+    async def fetch(self, sql: str, *args: Any) -> Any:
+        self._seen.append(sql)
+        return await self._db.fetch(sql, *args)
+
+    async def fetchrow(self, sql: str, *args: Any) -> Any:
+        self._seen.append(sql)
+        return await self._db.fetchrow(sql, *args)
+
+    async def execute(self, sql: str, *args: Any) -> Any:
+        self._seen.append(sql)
+        return await self._db.execute(sql, *args)
+
+
+async def test_an_event_processed_under_another_payment_is_skipped_in_a_batch(
+    batched: Ledger,
+) -> None:
+    assert await batched.apply(event("moved", "pay_a"), add("1")) is True
+
+    results = await asyncio.gather(
+        *(batched.apply(event(f"e{n}", f"pay_{n}"), add("1")) for n in range(BATCH - 1)),
+        batched.apply(event("moved", "pay_b"), add("5")),  # its id is pay_a's event already
+    )
+
+    assert results == [True] * (BATCH - 1) + [False]
+    assert await batched.get("jodo", "pay_b") is None
+    payment = await batched.get("jodo", "pay_a")
+    assert payment is not None and payment.amount == Decimal(1)
+    assert len(await batched.list()) == BATCH
+
+
+async def test_postgresql_a_payment_created_meanwhile_is_read_again_in_a_batch(
+    pg_ledger_url: str,
+) -> None:
+    async with await Ledger.open(pg_ledger_url, batch_size=BATCH, batch_wait=0.5) as ledger:
+        seen: list[Decimal | None] = []
+
+        def decide(current: Payment | None) -> PaymentState | None:
+            seen.append(None if current is None else current.amount)
+            if len(seen) == 1:
+                # Another worker creates the payment after this batch read it as missing.
+                apply_elsewhere(pg_ledger_url, event("other", "pay_new"), add("10"))
+            return add("100")(current)
+
+        results = await asyncio.gather(
+            *(ledger.apply(event(f"e{n}", f"pay_{n}"), add("1")) for n in range(BATCH - 1)),
+            ledger.apply(event("mine", "pay_new"), decide),
+        )
+        payment = await ledger.get("jodo", "pay_new")
+        others = await ledger.list()
+
+    assert results == [True] * BATCH
+    assert seen[0] is None and seen[-1] == Decimal(10)  # decided again on the row written
+    assert payment is not None and payment.amount == Decimal(110)
+    assert payment.events == ("other", "mine")
+    assert len(others) == BATCH

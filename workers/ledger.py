@@ -190,6 +190,75 @@ _PG_WRITE_EXISTING: Final = f"""
     SELECT EXISTS (SELECT 1 FROM unchanged), EXISTS (SELECT 1 FROM recorded)
 """
 
+# A batch's writes, the same on both databases but for how many statements they take. An event
+# row: provider, event_id, payment_id, event_type, status, received_at_ms, applied_at. A payment
+# row: provider, payment_id, then the columns of _COLUMNS but the revision, which a write bumps.
+_BATCH_RECORD_EVENT: Final = """
+    INSERT INTO processed_events
+        (provider, event_id, payment_id, event_type, status, received_at_ms, applied_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7)
+    ON CONFLICT (provider, event_id) DO NOTHING
+"""
+_BATCH_INSERT_PAYMENT: Final = f"""
+    INSERT INTO payments (provider, payment_id, {_COLUMNS})
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1)
+"""
+_BATCH_UPDATE_PAYMENT: Final = """
+    UPDATE payments
+    SET status = $3, amount = $4, currency = $5, details = $6, version = $7, events = $8,
+        created_at = $9, updated_at = $10, revision = revision + 1
+    WHERE provider = $1 AND payment_id = $2
+"""
+# On PostgreSQL a batch reads its payments in one statement and writes them in one more, from
+# arrays of the rows' columns: four round trips a batch (with BEGIN and COMMIT), whatever its
+# size. The read takes the row locks in the order of the bytes ("C"), which is the order of
+# Python's str (code points): the order every batch and every lone apply takes them in.
+_PG_READ_LOCKED: Final = f"""
+    SELECT provider, payment_id, {_COLUMNS} FROM payments
+    WHERE (provider, payment_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+    ORDER BY provider COLLATE "C", payment_id COLLATE "C"
+    FOR UPDATE
+"""
+# The payments are written only if every event was recorded: an event missing was processed
+# already under another payment, so the rows computed with it are wrong; the caller undoes the
+# transaction then. A payment inserted meanwhile by someone else fails the whole statement.
+_PG_WRITE_BATCH: Final = f"""
+    WITH recorded AS (
+        INSERT INTO processed_events
+            (provider, event_id, payment_id, event_type, status, received_at_ms, applied_at)
+        SELECT * FROM unnest(
+            $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
+            $7::timestamptz[]
+        )
+        ON CONFLICT (provider, event_id) DO NOTHING
+        RETURNING 1
+    ),
+    complete AS (SELECT count(*) = cardinality($1::text[]) AS ok FROM recorded),
+    rows AS (
+        SELECT * FROM unnest(
+            $8::bool[], $9::text[], $10::text[], $11::text[], $12::numeric[], $13::text[],
+            $14::jsonb[], $15::bigint[], $16::jsonb[], $17::timestamptz[], $18::timestamptz[]
+        ) AS r(new, provider, payment_id, status, amount, currency, details, version, events,
+               created_at, updated_at)
+        WHERE (SELECT ok FROM complete)
+    ),
+    inserted AS (
+        INSERT INTO payments (provider, payment_id, {_COLUMNS})
+        SELECT provider, payment_id, status, amount, currency, details, version, events,
+               created_at, updated_at, 1
+        FROM rows WHERE new
+    ),
+    updated AS (
+        UPDATE payments AS p
+        SET status = r.status, amount = r.amount, currency = r.currency, details = r.details,
+            version = r.version, events = r.events, created_at = r.created_at,
+            updated_at = r.updated_at, revision = p.revision + 1
+        FROM rows AS r
+        WHERE NOT r.new AND p.provider = r.provider AND p.payment_id = r.payment_id
+    )
+    SELECT ok FROM complete
+"""
+
 # apply() first reads and writes without a lock (two round trips on PostgreSQL); when the payment
 # changed in between, it starts again holding the payment's row lock, which can fail only while
 # two first events race to create the payment.
@@ -241,6 +310,23 @@ class _Driver(Protocol):
 
         Raises _Conflict when the payment changed since it was read; then nothing was written.
         """
+        ...
+
+    async def read_locked(
+        self, connection: _Connection, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], Sequence[Any]]:
+        """The rows (_COLUMNS) of the payments by (provider, payment id) that exist, holding
+        their row locks till the transaction ends."""
+        ...
+
+    async def write_batch(
+        self,
+        connection: _Connection,
+        events: Sequence[tuple[Any, ...]],
+        payments: Sequence[tuple[Any, ...]],
+    ) -> bool:
+        """Record a batch's events and write its payments (each row led by whether it is new);
+        False when an event was recorded already: then the payments are not written."""
         ...
 
     async def lock_schema(self, connection: _Connection) -> None: ...
@@ -411,21 +497,63 @@ class Ledger:
         *,
         isolated: bool,
     ) -> builtins.list[bool | Exception]:
-        results: builtins.list[bool | Exception] = [False] * len(batch)
         async with self._driver.transaction() as db:
-            for index in order:
-                event, decide = batch[index]
-                if isolated:
+            if isolated:
+                results: builtins.list[bool | Exception] = [False] * len(batch)
+                for index in order:
+                    event, decide = batch[index]
                     results[index] = await self._apply_in_savepoint(db, event, decide)
-                    continue
-                # Without savepoints (two statements an event, as alone): the first failure of
-                # an event's own undoes the batch, which is then run isolated.
-                try:
-                    results[index] = await self._apply(db, event, decide, locked=True)
-                except Exception as exc:
-                    if _is_transient(exc):
-                        raise
-                    raise _Isolate from exc
+                return results
+            # All at once: one read of the batch's payments, holding their locks, then one
+            # write. The first failure of an event's own (its decide, a value refused, an event
+            # processed already under another payment) undoes the batch, which is then run
+            # isolated.
+            try:
+                return await self._apply_all(db, batch, order)
+            except Exception as exc:
+                if _is_transient(exc):
+                    raise
+                raise _Isolate from exc
+
+    async def _apply_all(
+        self, db: _Connection, batch: Sequence[tuple[LedgerEvent, Decide]], order: Sequence[int]
+    ) -> builtins.list[bool | Exception]:
+        driver = self._driver
+        keys = builtins.list(
+            dict.fromkeys((batch[i][0].provider, batch[i][0].payment_id) for i in order)
+        )
+        read = await driver.read_locked(db, keys)
+        # Each payment's row as the batch leaves it, built event by event in the batch's order.
+        rows: dict[tuple[str, str], Sequence[Any] | None] = {key: read.get(key) for key in keys}
+        changed: dict[tuple[str, str], tuple[Any, ...]] = {}
+        recorded: builtins.list[tuple[Any, ...]] = []
+        results: builtins.list[bool | Exception] = [False] * len(batch)
+        now = driver.time_in(datetime.now(UTC))
+        for index in order:
+            event, decide = batch[index]
+            key = (event.provider, event.payment_id)
+            row = rows[key]
+            values = self._step(event, decide, row, now)
+            if values is None:
+                continue  # a redelivery, or the same event twice in this batch
+            recorded.append(
+                (
+                    event.provider,
+                    event.event_id,
+                    event.payment_id,
+                    event.event_type,
+                    values[0],
+                    event.received_at_ms,
+                    now,
+                )
+            )
+            rows[key] = (*values, None if row is None else row[8])
+            changed[key] = values
+            results[index] = True
+        if recorded:
+            payments = [(key not in read, *key, *values) for key, values in changed.items()]
+            if not await driver.write_batch(db, recorded, payments):
+                raise _Isolate  # an event was processed already, under another payment
         return results
 
     async def _apply_in_savepoint(
@@ -456,31 +584,10 @@ class Ledger:
         row = await db.fetchrow(
             _READ_PAYMENT + driver.for_update(locked), event.provider, event.payment_id
         )
-        known_events: tuple[str, ...] = () if row is None else _json_decode_events(row[5])
-        if event.event_id in known_events:
-            return False  # a redelivery: the list only grows, so what it holds is settled
-        current = None if row is None else self._current(event.provider, event.payment_id, row)
-        state = decide(current)
         now = driver.time_in(datetime.now(UTC))
-        events = _json_encode([*known_events, event.event_id]).decode()
-        values: tuple[Any, ...]
-        if state is not None:
-            values = (
-                _checked_status(state.status),
-                driver.amount_in(state.amount),
-                state.currency,
-                _json_encode(dict(state.details)).decode(),
-                state.version,
-                events,
-                now if row is None or current is None else row[6],
-                now,
-            )
-        elif row is not None:
-            values = (*row[:5], events, row[6], row[7])  # as it was, with one more event
-        else:
-            # No payment yet, and nothing to say of it: a row of events only (status NULL), so
-            # that the payment lists this event once it exists.
-            values = (None, None, None, "{}", None, events, now, now)
+        values = self._step(event, decide, row, now)
+        if values is None:
+            return False
         args = (
             event.provider,
             event.payment_id,
@@ -494,6 +601,34 @@ class Ledger:
         if row is None:
             return await driver.write(db, True, args)
         return await driver.write(db, False, (*args, row[8]))
+
+    def _step(
+        self, event: LedgerEvent, decide: Decide, row: Sequence[Any] | None, now: Any
+    ) -> tuple[Any, ...] | None:
+        """The payment's columns of _COLUMNS, but the revision, once `event` is applied to `row`
+        (None: no row yet); None when the row lists the event already."""
+        known_events: tuple[str, ...] = () if row is None else _json_decode_events(row[5])
+        if event.event_id in known_events:
+            return None  # a redelivery: the list only grows, so what it holds is settled
+        current = None if row is None else self._current(event.provider, event.payment_id, row)
+        state = decide(current)
+        events = _json_encode([*known_events, event.event_id]).decode()
+        if state is not None:
+            return (
+                _checked_status(state.status),
+                self._driver.amount_in(state.amount),
+                state.currency,
+                _json_encode(dict(state.details)).decode(),
+                state.version,
+                events,
+                now if row is None or current is None else row[6],
+                now,
+            )
+        if row is not None:
+            return (*row[:5], events, row[6], row[7])  # as it was, with one more event
+        # No payment yet, and nothing to say of it: a row of events only (status NULL), so that
+        # the payment lists this event once it exists.
+        return (None, None, None, "{}", None, events, now, now)
 
     async def get(self, provider: str, payment_id: str) -> Payment | None:
         """The payment, or None when the ledger has none by that id."""
@@ -854,6 +989,34 @@ class _SqliteDriver:
         await connection.execute(_INSERT_PAYMENT if new else _UPDATE_PAYMENT, *args)
         return True
 
+    async def read_locked(
+        self, connection: _Connection, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], Sequence[Any]]:
+        rows = {}
+        for key in keys:  # no round trips to save: a statement each is as quick
+            row = await connection.fetchrow(_READ_PAYMENT, *key)
+            if row is not None:
+                rows[key] = row
+        return rows
+
+    async def write_batch(
+        self,
+        connection: _Connection,
+        events: Sequence[tuple[Any, ...]],
+        payments: Sequence[tuple[Any, ...]],
+    ) -> bool:
+        # One call into SQLite's thread per statement, for all the batch's rows.
+        cursor = await self._raw.executemany(_sqlite_sql(_BATCH_RECORD_EVENT)[0], events)
+        if cursor.rowcount != len(events):
+            return False
+        new = [row[1:] for row in payments if row[0]]
+        if new:
+            await self._raw.executemany(_sqlite_sql(_BATCH_INSERT_PAYMENT)[0], new)
+        old = [row[1:] for row in payments if not row[0]]
+        if old:
+            await self._raw.executemany(_sqlite_sql(_BATCH_UPDATE_PAYMENT)[0], old)
+        return True
+
     async def lock_schema(self, connection: _Connection) -> None:
         """BEGIN IMMEDIATE holds the database's write lock already."""
 
@@ -886,6 +1049,11 @@ _PG_SERVER_SETTINGS: Final = {
     "lock_timeout": "10s",
     "idle_in_transaction_session_timeout": "60s",
 }
+
+
+def _columns(rows: Sequence[tuple[Any, ...]]) -> builtins.list[builtins.list[Any]]:
+    """Rows as a list per column; `rows` is not empty."""
+    return [builtins.list(column) for column in zip(*rows, strict=True)]
 
 
 async def _keep_session(connection: Any) -> None:
@@ -965,6 +1133,26 @@ class _PostgresDriver:
         if not unchanged:
             raise _Conflict
         return bool(recorded)
+
+    async def read_locked(
+        self, connection: _Connection, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], Sequence[Any]]:
+        rows = await connection.fetch(
+            _PG_READ_LOCKED, [key[0] for key in keys], [key[1] for key in keys]
+        )
+        return {(row[0], row[1]): row[2:] for row in rows}
+
+    async def write_batch(
+        self,
+        connection: _Connection,
+        events: Sequence[tuple[Any, ...]],
+        payments: Sequence[tuple[Any, ...]],
+    ) -> bool:
+        # Column arrays: asyncpg sends each as one value, so the statement's text (and its
+        # prepared plan) is the same for every batch size.
+        row = await connection.fetchrow(_PG_WRITE_BATCH, *_columns(events), *_columns(payments))
+        assert row is not None  # SELECT ... FROM complete: one row
+        return bool(row[0])
 
     async def lock_schema(self, connection: _Connection) -> None:
         # Several workers starting at once would otherwise race to create the same tables.
