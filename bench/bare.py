@@ -4,7 +4,8 @@ Run as child processes (`python -m bench.bare KIND ...`), one core each like the
 and worker, on uvloop like them:
 
 - `http`: an aiohttp handler that reads the body and answers 200 without publishing, or with
-  `--publish` after a confirmed publish (no verification): the e2e ceiling's front half;
+  `--publish` after checking its Jodo signature (HMAC-SHA256) and a confirmed publish: the
+  least handler that does the ingress's job, and the e2e ceiling's front half;
 - `publish`: a confirmed-publish loop with a fixed number of confirms outstanding;
 - `consume`: consume and ack N messages, with `--pg` after inserting one row each (the e2e
   ceiling's back half).
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
+import hmac
 import time
 from collections.abc import Coroutine
 from datetime import UTC, datetime
@@ -52,16 +55,23 @@ async def _connect(url: str, role: str) -> aio_pika.abc.AbstractRobustConnection
 
 
 async def serve_http(port: int, publish_url: str | None) -> None:
-    """Answer POST /webhooks/jodo with 200; with a broker URL, only after a confirmed publish."""
+    """Answer POST /webhooks/jodo with 200; with a broker URL, only once its signature checks
+    and its publish is confirmed."""
     exchange: AbstractExchange | None = None
     if publish_url is not None:
         connection = await _connect(publish_url, "http")
         channel = await connection.channel(publisher_confirms=True)
         exchange = await channel.get_exchange(c.ACCEPTED_EXCHANGE, ensure=False)
 
+    secret = payloads.SECRET.encode()
+
     async def webhook(request: web.Request) -> web.Response:
         raw = await request.read()
         if exchange is not None:
+            expected = hmac.new(secret, raw, hashlib.sha256).hexdigest()
+            given = request.headers.get(payloads.SIGNATURE_HEADER, "")
+            if not hmac.compare_digest(expected, given):
+                return web.json_response({"error": "invalid signature"}, status=401)
             event = orjson.loads(raw)["event_id"]
             await exchange.publish(
                 payloads.message(raw, event),

@@ -28,6 +28,8 @@ from hookpipe import constants as c
 # The targets: the ingress's rate as a share of the bare publish loop, answer and end-to-end
 # times in ms, the worker's rate on PostgreSQL, and each process's resident memory.
 INGRESS_SHARE = 0.8
+# The ingress's rate as a share of the least handler that verifies and publishes the same way.
+HANDLER_SHARE = 0.95
 INGRESS_P99_MS = 10.0
 WORKER_PG_RATE = 2000.0
 E2E_P99_MS = 50.0
@@ -70,6 +72,14 @@ def catalog() -> dict[str, Figure]:
             "ingress: 2 processes on one port (same run)",
             "/s",
             ceiling_label="1 process",
+        ),
+        Figure(
+            "ingress_rate_handler",
+            "ingress (same run) vs a bare verify + publish handler",
+            "/s",
+            ceiling_label="aiohttp + HMAC + confirmed publish",
+            target_label=f">= {HANDLER_SHARE} x ceiling",
+            check=at_least(HANDLER_SHARE),
         ),
         Figure(
             "ingress_rate_http",
@@ -329,10 +339,21 @@ async def ingress_throughput(b: Bench, figs: dict[str, Figure]) -> None:
     rate_http.ceiling = http["rate"]
     b.results["bare_http"] = http
 
+    # The least code that does the ingress's job: what a request costs beyond it is ours.
+    child, port = await b.start_bare_http(publish=True)
+    try:
+        handler = await _closed_load(b, port, "bare-handler-load")
+    finally:
+        b.stop(child)
+        await b.purge()
+    _require_answers(handler, "the bare verify + publish handler")
+    figs["ingress_rate_handler"].ceiling = handler["rate"]
+    b.results["bare_handler"] = handler
+
     result = await _ingress_rate(b, "ingress-load")
     b.results["ingress"] = result
-    rate.value = rate_http.value = result["rate"]
-    rate.note = rate_http.note = note
+    rate.value = rate_http.value = figs["ingress_rate_handler"].value = result["rate"]
+    rate.note = rate_http.note = figs["ingress_rate_handler"].note = note
     await _two_processes(b, figs["ingress_rate_2p"], result["rate"], note)
 
 
@@ -789,7 +810,10 @@ def vars_of(reading: _Reading) -> dict[str, float]:
 Phase = Callable[[Bench, dict[str, Figure]], Awaitable[None]]
 
 PHASES: dict[str, tuple[Phase, tuple[str, ...]]] = {
-    "ingress": (ingress_throughput, ("ingress_rate", "ingress_rate_http", "ingress_rate_2p")),
+    "ingress": (
+        ingress_throughput,
+        ("ingress_rate", "ingress_rate_handler", "ingress_rate_http", "ingress_rate_2p"),
+    ),
     "peers": (
         peers_throughput,
         ("peer_rate_confirms", "peer_rate", "peer_p99_confirms", "peer_p99"),
