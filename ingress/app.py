@@ -41,6 +41,7 @@ from hookpipe.ingress.publisher import Publisher
 from hookpipe.ingress.replay import ReplayGuard
 from hookpipe.ingress.server import GUARD, ConnectionGuard, mark_begun
 from hookpipe.ingress.spool import Spool, Spooled
+from hookpipe.logs import log_fields
 from hookpipe.settings import Settings
 
 log = structlog.get_logger()
@@ -149,9 +150,8 @@ class _Webhooks:
 
     async def _handle(self, request: web.Request, name: str, label: str) -> web.Response:
         request_id = _request_id(request.headers.get(REQUEST_ID_HEADER))
-        # aiohttp serves a keep-alive connection's requests in one task: start each one clean.
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(request_id=request_id, provider=label)
+        # aiohttp serves a keep-alive connection's requests in one task: each starts clean.
+        fields = log_fields(request_id=request_id, provider=label)
         try:
             authenticator = self._authenticator(name)
             body = await self._read(request)
@@ -160,9 +160,7 @@ class _Webhooks:
                 envelope = authenticator.authenticate(
                     body, request.headers, request.remote, self._clock()
                 )
-            structlog.contextvars.bind_contextvars(
-                event_id=envelope.event_id, event_type=envelope.event_type
-            )
+            fields["event_id"], fields["event_type"] = envelope
             # With the type: where only the id is signed (DreamClass), a copy of a genuine
             # webhook under another type must not make the genuine one look like a repeat.
             key = f"{name}:{envelope.event_id}:{envelope.event_type}"

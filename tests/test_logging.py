@@ -5,9 +5,9 @@ webhook carries."""
 from __future__ import annotations
 
 import aio_pika
-import structlog
 from structlog.testing import capture_logs
 
+from hookpipe.logs import merge_fields
 from tests import signers
 from tests.conftest import JODO_SECRET, fixture_bytes
 from tests.ingress_support import Ingress, dreamclass_body, signed
@@ -26,7 +26,7 @@ async def test_an_accepted_webhook_logs_one_line_with_its_context(
     ingress: Ingress, broker: aio_pika.abc.AbstractChannel
 ) -> None:
     body, headers = signed("jodo")
-    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+    with capture_logs(processors=[merge_fields]) as logs:
         response = await ingress.post("jodo", body, {**headers, "X-Request-ID": "req-log-1"})
     assert response.status == 200
 
@@ -48,7 +48,7 @@ async def test_a_refused_webhook_logs_a_warning_with_the_reason_only(
 ) -> None:
     body = fixture_bytes("jodo.order.payment.debited.json")
     headers = signers.jodo(body, "someone-elses-secret")
-    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+    with capture_logs(processors=[merge_fields]) as logs:
         response = await refusing_ingress.post("jodo", body, headers)
     assert response.status == 401
 
@@ -72,7 +72,7 @@ async def test_each_request_starts_with_a_clean_context(
     ingress: Ingress, broker: aio_pika.abc.AbstractChannel
 ) -> None:
     accepted_body, accepted_headers = signed("jodo")
-    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+    with capture_logs(processors=[merge_fields]) as logs:
         # One keep-alive connection serves both: the second must not inherit the first's event.
         assert (await ingress.post("jodo", accepted_body, accepted_headers)).status == 200
         assert (await ingress.post("jodo", b"{}", {"X-Jodo-Signature": "0" * 64})).status == 401
@@ -86,7 +86,7 @@ async def test_dreamclass_logs_carry_no_signature_or_notes(
     ingress: Ingress, broker: aio_pika.abc.AbstractChannel
 ) -> None:
     body = dreamclass_body()
-    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+    with capture_logs(processors=[merge_fields]) as logs:
         assert (await ingress.post("dreamclass", body)).status == 200
 
     text = repr(logs)

@@ -16,7 +16,7 @@ import structlog
 from hookpipe import constants as c
 from hookpipe import topology
 from hookpipe.broker import connect
-from hookpipe.logs import configure_logging
+from hookpipe.logs import configure_logging, logged_with
 from hookpipe.settings import Settings
 from hookpipe.workers.errors import PermanentError
 from hookpipe.workers.handlers.base import Delivery
@@ -73,13 +73,30 @@ def test_a_library_record_does_not_take_the_event_context_it_happened_to_run_in(
     json_logs: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # As asyncpg's pool task, started while a handler held an event's context, logs later.
-    with structlog.contextvars.bound_contextvars(event_id="evt-9", request_id="req-9"):
+    with logged_with(event_id="evt-9", request_id="req-9"):
         logging.getLogger("asyncpg.pool").warning("failed to restore the pool connection floor")
         structlog.get_logger().warning("handler failed")
 
     library, own = _lines(capsys.readouterr().err)
     assert "event_id" not in library and "request_id" not in library
     assert (own["event_id"], own["request_id"]) == ("evt-9", "req-9")
+
+
+def test_log_fields_are_on_each_line_of_their_block_and_a_line_s_own_keys_win(
+    json_logs: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = structlog.get_logger()
+    with logged_with(request_id="req-1", provider="jodo") as fields:
+        log.warning("before the event is known")
+        fields["event_id"] = "evt-1"  # the block's dict is live: later lines carry it
+        log.warning("own provider", provider="other")
+    log.warning("after the block")
+
+    before, own, after = _lines(capsys.readouterr().err)
+    assert (before["request_id"], before["provider"]) == ("req-1", "jodo")
+    assert "event_id" not in before
+    assert (own["event_id"], own["provider"]) == ("evt-1", "other")
+    assert not {"request_id", "provider", "event_id"} & after.keys()
 
 
 def test_library_records_below_warning_are_dropped(

@@ -35,6 +35,7 @@ from aio_pika.exceptions import ChannelInvalidStateError
 from hookpipe import constants as c
 from hookpipe import topology, tracing
 from hookpipe.broker import connect, connection_name
+from hookpipe.logs import logged_with
 from hookpipe.settings import Settings
 from hookpipe.workers.acks import ChannelAcks
 from hookpipe.workers.handlers.base import Delivery, Handler
@@ -270,13 +271,11 @@ class Worker:
         except MalformedMessage as exc:
             attempt = attempt_of(message)
             outcome = outcome_of(exc, attempt, self.settings.retry)
-            with structlog.contextvars.bound_contextvars(
-                queue=queue, attempt=attempt, request_id=request_id
-            ):
+            with logged_with(queue=queue, attempt=attempt, request_id=request_id):
                 await self._settle(queue, message, acks, attempt, outcome)
             return
         with (
-            structlog.contextvars.bound_contextvars(
+            logged_with(
                 request_id=request_id,
                 provider=delivery.provider,
                 event_id=delivery.event_id,
@@ -296,7 +295,8 @@ class Worker:
             except Exception as exc:
                 error = exc
             elapsed = time.perf_counter() - started
-            self.metrics.handler_seconds.labels(queue).observe(elapsed)
+            series = self.metrics.of_queue(queue)
+            series.handler_seconds.observe(elapsed)
             self.metrics.process_handled.inc()
             outcome = outcome_of(error, delivery.attempt, self.settings.retry)
             if outcome.unexpected and error is not None:
@@ -308,7 +308,7 @@ class Worker:
             if outcome.action is Action.ACK:
                 if delivery.received_at_ms is not None:
                     latency = (now_ms() - delivery.received_at_ms) / 1000
-                    self.metrics.end_to_end_seconds.labels(queue).observe(max(latency, 0.0))
+                    series.end_to_end_seconds.observe(max(latency, 0.0))
                 # Debug: the ledger records every event applied; a line each costs throughput.
                 log.debug("event handled", duration_ms=round(elapsed * 1000, 2))
             await self._settle(queue, message, acks, delivery.attempt, outcome)
@@ -323,7 +323,7 @@ class Worker:
     ) -> None:
         if outcome.action is Action.ACK:
             await acks.ack(message)
-            self.metrics.processed.labels(queue).inc()
+            self.metrics.of_queue(queue).processed.inc()
             return
         self.metrics.failures.labels(queue, outcome.error_type).inc()
         headers = self._failure_headers(message, queue, attempt, outcome)
