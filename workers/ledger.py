@@ -263,6 +263,8 @@ _PG_WRITE_BATCH: Final = f"""
 # changed in between, it starts again holding the payment's row lock, which can fail only while
 # two first events race to create the payment.
 _APPLY_ATTEMPTS: Final = 4
+# A batch undone by a deadlock runs again at once, up to this many times in all.
+_BATCH_ATTEMPTS: Final = 4
 
 _json_encode = msgspec.json.Encoder().encode  # Decimal as an exact string, datetime as RFC 3339
 _json_decode_object = msgspec.json.Decoder(dict[str, Any]).decode
@@ -478,17 +480,24 @@ class Ledger:
         with tracing.span(
             "ledger.batch", kind="client", attributes={"hookpipe.batch_size": len(batch)}
         ):
-            try:
+            for attempt in range(1, _BATCH_ATTEMPTS + 1):
                 try:
-                    return await self._run_batch(batch, order, isolated=False)
-                except _Isolate:
-                    # An event failed and took the transaction's writes with it: once more,
-                    # each event in a savepoint of its own, so that it fails alone.
-                    return await self._run_batch(batch, order, isolated=True)
-            except Exception as exc:
-                # The transaction's own failure (its connection, a timeout, the commit): every
-                # event of the batch fails as a lone apply would, and is retried.
-                return [self._caller_error(exc) for _ in batch]
+                    try:
+                        return await self._run_batch(batch, order, isolated=False)
+                    except _Isolate:
+                        # An event failed and took the transaction's writes with it: once
+                        # more, each event in a savepoint of its own, so that it fails alone.
+                        return await self._run_batch(batch, order, isolated=True)
+                except Exception as exc:
+                    if _is_deadlock(exc) and attempt < _BATCH_ATTEMPTS:
+                        # Two batches that create the same payment or record the same event
+                        # (a redelivery racing the first delivery) can wait on each other: the
+                        # database undid this one, which runs again once the other is through.
+                        continue
+                    # The transaction's own failure (its connection, a timeout, the commit):
+                    # every event of the batch fails as a lone apply would, and is retried.
+                    return [self._caller_error(exc) for _ in batch]
+            raise AssertionError("unreachable: the last attempt returns")
 
     async def _run_batch(
         self,
@@ -551,6 +560,10 @@ class Ledger:
             changed[key] = values
             results[index] = True
         if recorded:
+            # The events' rows in one order for every batch, as the payments' locks are: two
+            # batches that record the same events (a redelivery racing its first delivery) wait
+            # for each other on the event's key, never in a circle.
+            recorded.sort(key=lambda row: (row[0], row[1]))
             payments = [(key not in read, *key, *values) for key, values in changed.items()]
             if not await driver.write_batch(db, recorded, payments):
                 raise _Isolate  # an event was processed already, under another payment
@@ -776,6 +789,14 @@ def _is_transient(exc: BaseException) -> bool:
         message = str(exc).lower()
         return any(word in message for word in (*_SQLITE_TRANSIENT_WORDS, *_SQLITE_STORAGE_WORDS))
     return False
+
+
+def _is_deadlock(exc: BaseException) -> bool:
+    """PostgreSQL undid the transaction to end a deadlock, or a serialization failure."""
+    return isinstance(exc, asyncpg.PostgresError) and getattr(exc, "sqlstate", None) in (
+        "40P01",
+        "40001",
+    )
 
 
 def _is_storage_error(exc: BaseException) -> bool:
