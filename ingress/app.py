@@ -269,6 +269,10 @@ class _Webhooks:
             raise PayloadTooLarge(f"body over {self._max_body} bytes")
         try:
             # client_max_size caps the read too, for a body sent without a Content-Length.
+            if request.content.is_eof():
+                # The whole body came with the headers (a webhook mostly does): nothing to wait
+                # for, so no timer to arm and cancel.
+                return await request.read()
             async with asyncio.timeout(self._read_timeout):
                 return await request.read()
         except TimeoutError as exc:
