@@ -320,3 +320,29 @@ async def test_postgresql_a_payment_created_meanwhile_is_read_again_in_a_batch(
     assert payment is not None and payment.amount == Decimal(110)
     assert payment.events == ("other", "mine")
     assert len(others) == BATCH
+
+
+async def test_a_batch_keeps_every_value_as_it_was_given(batched: Ledger) -> None:
+    details = {"note": 'Zoë "quoted" \\ back\nslash', "nested": {"list": [1, 2.5, None, "₹"]}}
+    results = await asyncio.gather(
+        batched.apply(event("e0", "pay_a"), lambda _: set_to("paid", "10000.0", **details)),
+        batched.apply(event("e1", "pay_b"), lambda _: set_to("refunded", None)),
+        batched.apply(event("e2", "pay_c"), lambda _: None),  # an event before its payment
+    )
+    a, b, c = [await batched.get("jodo", f"pay_{x}") for x in "abc"]
+
+    assert list(results) == [True, True, True]
+    assert a is not None and (a.status, format(a.amount, "f"), a.details) == (
+        "paid",
+        "10000.0",
+        details,
+    )
+    assert b is not None and (b.status, b.amount, b.details) == ("refunded", None, {})
+    assert c is None and await batched.processed("jodo", "e2")
+    applied = await batched.applied("jodo", "e0")
+    assert applied is not None
+    assert (applied.payment_id, applied.status, applied.received_at_ms) == (
+        "pay_a",
+        "paid",
+        1_700_000_000_000,
+    )
