@@ -16,7 +16,7 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
-from hookpipe import cli_args, host_metrics, processes, providers
+from hookpipe import cli_args, heap, host_metrics, processes, providers
 from hookpipe.errors import SetupError
 from hookpipe.settings import Settings
 
@@ -129,6 +129,7 @@ async def serve(settings: Settings, host: str, port: int, *, reuse_port: bool = 
     try:
         site = GuardedSite(runner, sock)
         await site.start()
+        heap.settle()
         known = providers.providers().values()
         log.info(
             "ingress listening",

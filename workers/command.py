@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 
-from hookpipe import cli_args, host_metrics, processes, providers
+from hookpipe import cli_args, heap, host_metrics, processes, providers
 from hookpipe.broker import BrokerConnectError
 from hookpipe.errors import SetupError
 from hookpipe.settings import Settings
@@ -224,6 +224,7 @@ async def serve(settings: Settings, queues: Sequence[str], concurrency: int) -> 
         stack.push_async_callback(worker.stop)
         reporting = asyncio.create_task(_report_consuming(worker, metrics))
         stack.callback(reporting.cancel)
+        heap.settle()
         log.info(
             "worker started",
             worker=worker.name,
