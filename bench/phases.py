@@ -691,6 +691,7 @@ async def end_to_end(b: Bench, figs: dict[str, Figure]) -> None:
             load = await _open_load(b, port, "bare-e2e", rate, s.e2e_seconds, series, record=True)
             await b.wait_result(consumer, out, timeout=60)
             bare = await _e2e_latencies(ceiling_db, series, load, 60, b, [consumer, http])
+            b.results["bare_e2e_answer_ms"] = load["latency_ms"]
             b.results["bare_rss_mb"] = {
                 "http_publish": http.rss_mb(),
                 "consume_insert": consumer.rss_mb(),
