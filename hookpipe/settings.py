@@ -175,7 +175,7 @@ class Settings:
     replay_memory: int = setting(
         10_000,
         values.non_negative_int,
-        help="webhook ids each ingress process remembers (about 150 bytes each, 1.5 MB at the "
+        help="webhook ids each ingress process remembers (about 180 bytes each, 1.8 MB at the "
         "default): a repeat of one is answered 200 without a second publish (0: off)",
     )
     spool_dir: str = setting(

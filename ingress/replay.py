@@ -7,8 +7,8 @@ provider retries.
 The workers deduplicate on the event id anyway; this only spares the queues.
 
 The memory holds the last `size` ids (HOOKPIPE_REPLAY_MEMORY; 0 turns the guard off), the oldest
-forgotten first: a flood of distinct ids costs that many entries (about 150 bytes each, measured
-with tracemalloc: 1.5 MB at the default of 10,000) and no more. One webhook sent again and again
+forgotten first: a flood of distinct ids costs that many entries (about 180 bytes each, measured
+with tracemalloc: 1.8 MB at the default of 10,000) and no more. One webhook sent again and again
 is then published at most once per 10,000 others the process accepts in between. Each ingress
 process has its own, so behind a load balancer a repeat that reaches another process is published
 (and deduplicated by the workers).
@@ -16,14 +16,18 @@ process has its own, so behind a load balancer a repeat that reaches another pro
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 
 class ReplayGuard:
     """The last `size` accepted ids, oldest first."""
 
     def __init__(self, size: int) -> None:
         self._size = size
-        # A dict keeps insertion order: the first key is the oldest.
-        self._seen: dict[str, None] = {}
+        # The first key is the oldest. An OrderedDict forgets it in constant time; a plain dict's
+        # first key is found by skipping the slots of the keys deleted before it, a scan that
+        # grows till the dict is rebuilt (2.0 µs a webhook against 0.4 µs, at 10,000 ids).
+        self._seen: OrderedDict[str, None] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._seen)
@@ -37,5 +41,5 @@ class ReplayGuard:
         if self._size == 0 or key in self._seen:
             return
         if len(self._seen) >= self._size:
-            del self._seen[next(iter(self._seen))]
+            self._seen.popitem(last=False)
         self._seen[key] = None
