@@ -121,7 +121,9 @@ async def test_sigterm_drains_in_flight_messages_and_exits_0(
         worker_concurrency=16,
         shutdown_grace=5.0,
     )
-    events = jodo_events(1500)
+    # Enough that the worker is still taking them when the signal comes (SQLite applies some
+    # 3,000 a second batched).
+    events = jodo_events(6000)
     await publish_all(broker, events)
     worker = spawn(settings, "--provider", "jodo")
     await worker.start()
@@ -163,7 +165,7 @@ async def test_sigkill_mid_stream_then_another_worker_applies_every_event_exactl
     pg_ledger_url: str,
 ) -> None:
     settings = make_settings(ledger_url=pg_ledger_url, worker_concurrency=16)
-    events = jodo_events(600, cancel_every=5)
+    events = jodo_events(1500, cancel_every=5)
     # The provider's retries: some events arrive twice.
     await publish_all(broker, [*events, *events[::10]])
     await _kill_at_then_restart(broker, settings, spawn, events, kill_at=50, within=60)
