@@ -138,32 +138,59 @@ _APPLIED_EVENT: Final = (
 )
 _SCHEMA_VERSION: Final = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
 
+# The statements that write an event's row or a payment's, each from the parameters named by
+# number: apply()'s and a batch's rows hold the same values in different places.
+_EVENT_COLUMNS: Final = (
+    "provider, event_id, payment_id, event_type, status, received_at_ms, applied_at"
+)
+_PAYMENT_VALUES: Final = _COLUMNS.split(", ")[:-1]  # the revision: a write sets or bumps it
+
+
+def _placeholders(numbers: Sequence[int]) -> str:
+    return ", ".join(f"${n}" for n in numbers)
+
+
+def _record_event(numbers: Sequence[int]) -> str:
+    """Record an event, unless its (provider, event id) is recorded already: _EVENT_COLUMNS."""
+    return f"""
+    INSERT INTO processed_events ({_EVENT_COLUMNS})
+    VALUES ({_placeholders(numbers)})
+    ON CONFLICT (provider, event_id) DO NOTHING
+"""
+
+
+def _insert_payment(numbers: Sequence[int]) -> str:
+    """A new payment at revision 1: provider, payment id, then _PAYMENT_VALUES."""
+    return f"""
+    INSERT INTO payments (provider, payment_id, {_COLUMNS})
+    VALUES ({_placeholders(numbers)}, 1)
+"""
+
+
+def _update_payment(numbers: Sequence[int]) -> str:
+    """A payment's _PAYMENT_VALUES, its revision bumped; $1 and $2 its provider and id."""
+    values = ", ".join(
+        f"{column} = ${n}" for column, n in zip(_PAYMENT_VALUES, numbers, strict=True)
+    )
+    return f"""
+    UPDATE payments
+    SET {values}, revision = revision + 1
+    WHERE provider = $1 AND payment_id = $2
+"""
+
+
 # The write of apply(). Its parameters, shared by every statement below:
 # $1 provider, $2 payment_id, $3 event_id, $4 event_type, $5 status, $6 received_at_ms,
 # $7 applied_at, $8 amount, $9 currency, $10 details, $11 version, $12 events, $13 created_at,
 # $14 updated_at, $15 the revision that was read (an update only).
 # It records the event and writes the payment, or does neither: the event was processed already
 # (under this payment id or another), or the payment changed since it was read.
-_RECORD_EVENT: Final = """
-    INSERT INTO processed_events
-        (provider, event_id, payment_id, event_type, status, received_at_ms, applied_at)
-    VALUES ($1, $3, $2, $4, $5, $6, $7)
-    ON CONFLICT (provider, event_id) DO NOTHING
-    RETURNING 1
-"""
-_INSERT_PAYMENT: Final = f"""
-    INSERT INTO payments (provider, payment_id, {_COLUMNS})
-    VALUES ($1, $2, $5, $8, $9, $10, $11, $12, $13, $14, 1)
-"""
+_RECORD_EVENT: Final = _record_event((1, 3, 2, 4, 5, 6, 7)) + "    RETURNING 1\n"
+_INSERT_PAYMENT: Final = _insert_payment((1, 2, 5, 8, 9, 10, 11, 12, 13, 14))
 _CHECK_REVISION: Final = (
     "SELECT 1 FROM payments WHERE provider = $1 AND payment_id = $2 AND revision = $15"
 )
-_UPDATE_PAYMENT: Final = """
-    UPDATE payments
-    SET status = $5, amount = $8, currency = $9, details = $10, version = $11, events = $12,
-        created_at = $13, updated_at = $14, revision = revision + 1
-    WHERE provider = $1 AND payment_id = $2
-"""
+_UPDATE_PAYMENT: Final = _update_payment((5, 8, 9, 10, 11, 12, 13, 14))
 # On PostgreSQL the same steps make one statement, so one round trip. The event row is written
 # only once the payment row is locked at the revision read, and the payment only once the event
 # row is; a payment inserted meanwhile by someone else fails the INSERT on the primary key,
@@ -180,8 +207,7 @@ _PG_WRITE_NEW: Final = f"""
 _PG_WRITE_EXISTING: Final = f"""
     WITH unchanged AS ({_CHECK_REVISION} FOR UPDATE),
     recorded AS (
-        INSERT INTO processed_events
-            (provider, event_id, payment_id, event_type, status, received_at_ms, applied_at)
+        INSERT INTO processed_events ({_EVENT_COLUMNS})
         SELECT $1, $3, $2, $4, $5, $6, $7 FROM unchanged
         ON CONFLICT (provider, event_id) DO NOTHING
         RETURNING 1
@@ -193,22 +219,9 @@ _PG_WRITE_EXISTING: Final = f"""
 # A batch's writes, the same on both databases but for how many statements they take. An event
 # row: provider, event_id, payment_id, event_type, status, received_at_ms, applied_at. A payment
 # row: provider, payment_id, then the columns of _COLUMNS but the revision, which a write bumps.
-_BATCH_RECORD_EVENT: Final = """
-    INSERT INTO processed_events
-        (provider, event_id, payment_id, event_type, status, received_at_ms, applied_at)
-    VALUES ($1, $2, $3, $4, $5, $6, $7)
-    ON CONFLICT (provider, event_id) DO NOTHING
-"""
-_BATCH_INSERT_PAYMENT: Final = f"""
-    INSERT INTO payments (provider, payment_id, {_COLUMNS})
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1)
-"""
-_BATCH_UPDATE_PAYMENT: Final = """
-    UPDATE payments
-    SET status = $3, amount = $4, currency = $5, details = $6, version = $7, events = $8,
-        created_at = $9, updated_at = $10, revision = revision + 1
-    WHERE provider = $1 AND payment_id = $2
-"""
+_BATCH_RECORD_EVENT: Final = _record_event(range(1, 8))
+_BATCH_INSERT_PAYMENT: Final = _insert_payment(range(1, 11))
+_BATCH_UPDATE_PAYMENT: Final = _update_payment(range(3, 11))
 # On PostgreSQL a batch reads its payments in one statement and writes them in one more, from
 # arrays of the rows' columns: four round trips a batch (with BEGIN and COMMIT), whatever its
 # size. The read takes the row locks in the order of the bytes ("C"), which is the order of
@@ -227,8 +240,7 @@ _PG_READ_LOCKED: Final = f"""
 # encoding per value (a quarter of its time went into the driver).
 _PG_WRITE_BATCH: Final = f"""
     WITH recorded AS (
-        INSERT INTO processed_events
-            (provider, event_id, payment_id, event_type, status, received_at_ms, applied_at)
+        INSERT INTO processed_events ({_EVENT_COLUMNS})
         SELECT * FROM json_to_recordset($1::json) AS e(
             provider text, event_id text, payment_id text, event_type text, status text,
             received_at_ms bigint, applied_at timestamptz
