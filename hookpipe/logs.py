@@ -99,7 +99,6 @@ def configure_logging(log_format: str = "auto", level: str = "info") -> None:
         log_format = "console" if sys.stderr.isatty() else "json"
     shared: list[structlog.types.Processor] = [
         merge_fields,
-        structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _redact,
@@ -137,7 +136,7 @@ def configure_logging(log_format: str = "auto", level: str = "info") -> None:
             # Without the bound context: a library logs from tasks of its own that merely
             # inherited it (asyncpg's pool refilling itself after a handler released a
             # connection), so the line would name an event it is not about.
-            foreign_pre_chain=[*shared[2:], structlog.stdlib.add_logger_name],
+            foreign_pre_chain=[*shared[1:], structlog.stdlib.add_logger_name],
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,

@@ -143,7 +143,8 @@ _SCHEMA_VERSION: Final = "CREATE TABLE IF NOT EXISTS schema_version (version INT
 _EVENT_COLUMNS: Final = (
     "provider, event_id, payment_id, event_type, status, received_at_ms, applied_at"
 )
-_PAYMENT_VALUES: Final = _COLUMNS.split(", ")[:-1]  # the revision: a write sets or bumps it
+# The revision aside: a write sets or bumps it.
+_PAYMENT_VALUES: Final = tuple(_COLUMNS.split(", ")[:-1])
 
 
 def _placeholders(numbers: Sequence[int]) -> str:
@@ -217,15 +218,14 @@ _PG_WRITE_EXISTING: Final = f"""
 """
 
 # A batch's writes, the same on both databases but for how many statements they take. An event
-# row: provider, event_id, payment_id, event_type, status, received_at_ms, applied_at. A payment
-# row: provider, payment_id, then the columns of _COLUMNS but the revision, which a write bumps.
+# row: _EVENT_COLUMNS. A payment row: provider, payment_id, then _PAYMENT_VALUES.
 _BATCH_RECORD_EVENT: Final = _record_event(range(1, 8))
 _BATCH_INSERT_PAYMENT: Final = _insert_payment(range(1, 11))
 _BATCH_UPDATE_PAYMENT: Final = _update_payment(range(3, 11))
-# On PostgreSQL a batch reads its payments in one statement and writes them in one more, from
-# arrays of the rows' columns: four round trips a batch (with BEGIN and COMMIT), whatever its
-# size. The read takes the row locks in the order of the bytes ("C"), which is the order of
-# Python's str (code points): the order every batch and every lone apply takes them in.
+# On PostgreSQL a batch reads its payments in one statement and writes them in one more (its
+# rows as JSON, below): four round trips a batch (with BEGIN and COMMIT), whatever its size.
+# The read takes the row locks in the order of the bytes ("C"), which is the order of Python's
+# str (code points): the order every batch and every lone apply takes them in.
 _PG_READ_LOCKED: Final = f"""
     SELECT provider, payment_id, {_COLUMNS} FROM payments
     WHERE (provider, payment_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))
@@ -1088,16 +1088,8 @@ _PG_SERVER_SETTINGS: Final = {
 
 
 # The keys of a batch's rows in _PG_WRITE_BATCH's documents, in the order of the rows' values.
-_EVENT_KEYS: Final = (
-    "provider",
-    "event_id",
-    "payment_id",
-    "event_type",
-    "status",
-    "received_at_ms",
-    "applied_at",
-)
-_PAYMENT_KEYS: Final = ("new", "provider", "payment_id", *_COLUMNS.split(", ")[:-1])
+_EVENT_KEYS: Final = tuple(_EVENT_COLUMNS.split(", "))
+_PAYMENT_KEYS: Final = ("new", "provider", "payment_id", *_PAYMENT_VALUES)
 
 
 async def _keep_session(connection: Any) -> None:
